@@ -1,0 +1,3 @@
+"""jaxvision: efficient computer vision in JAX/Flax."""
+
+__version__ = "0.1.0"

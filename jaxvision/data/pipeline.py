@@ -1,0 +1,131 @@
+"""grain input pipelines: an infinite, exactly resumable, process-sharded train stream and a finite eval pass.
+
+The train stream is one global sequence of examples: position g holds source example
+shuffle_epoch(g)(g mod N), augmented with an RNG that is a pure function of (seed, g) (grain's
+`random_map` seeds Philox with the element index). Global batch s is positions [s*B, (s+1)*B).
+Process p of n reads positions p, p+n, p+2n, ... of the stream (from position start_step*B on), so
+its step-s batch is {s*B + p + j*n : j < B/n}, and the union over processes of step s is global batch s
+for any n and any start_step. Examples are rendered/decoded and augmented in `data.num_threads`
+worker threads with `data.prefetch` batches read ahead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from jaxvision.data import synthetic, transforms
+
+SPLITS = ("train", "val")
+
+
+def _synthetic_scenes(data_config: ml_collections.ConfigDict, split: str) -> synthetic.SyntheticScenes:
+    num = data_config.num_train if split == "train" else data_config.num_val
+    return synthetic.SyntheticScenes(split, num, data_config.height, data_config.width)
+
+
+_SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes}
+
+
+def get_source(data_config: ml_collections.ConfigDict, split: str):
+    """The random-access source (`__len__`, `__getitem__` -> example dict) named by `data_config.name`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if data_config.name not in _SOURCES:
+        raise ValueError(f"data.name={data_config.name!r} is not a known dataset; known: {sorted(_SOURCES)}")
+    return _SOURCES[data_config.name](data_config, split)
+
+
+def num_eval_examples(data_config: ml_collections.ConfigDict) -> int:
+    """Number of real (unpadded) examples in one eval pass."""
+    return len(get_source(data_config, "val"))
+
+
+def _process_share(batch_size: int, process_index: int | None, process_count: int | None,
+                   field: str) -> tuple[int, int, int]:
+    """(process index, process count, per-process batch size); defaults from JAX."""
+    if process_index is None or process_count is None:
+        import jax  # noqa: PLC0415 (only needed when the caller does not say)
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    if batch_size <= 0 or batch_size % process_count:
+        raise ValueError(f"{field}={batch_size} must be a positive multiple of the process count ({process_count})")
+    return process_index, process_count, batch_size // process_count
+
+
+def _read_options(data_config: ml_collections.ConfigDict, local_batch: int) -> grain.ReadOptions:
+    threads = data_config.num_threads
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data_config.prefetch * local_batch, threads))
+
+
+def make_train_iterator(data_config: ml_collections.ConfigDict, global_batch_size: int, seed: int,
+                        start_step: int = 0, process_index: int | None = None,
+                        process_count: int | None = None) -> Iterator[dict]:
+    """Infinite iterator of this process's share of the global training batches, from `start_step` on.
+
+    Yields {'image' float32 [b, H, W, 3] in [0, 1], 'semseg' int32 [b, H, W], 'depth' float32 [b, H, W]}
+    with b = global_batch_size // process_count (see the module docstring for the ordering guarantees).
+    """
+    p, n, local_batch = _process_share(global_batch_size, process_index, process_count, "train batch size")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    aug = data_config.augment
+    scale_range = tuple(aug.scale_range)
+
+    def augment(example: dict, rng: np.random.Generator) -> dict:
+        example = transforms.augment(example, rng, aug.flip, scale_range, aug.color_jitter)
+        return transforms.to_model_inputs(example)
+
+    seed = int(seed) % 2**32
+    stream = (grain.MapDataset.source(get_source(data_config, "train"))
+              .shuffle(seed=seed)                # reshuffled every epoch (seed + epoch)
+              .repeat()
+              .random_map(augment, seed=seed))   # RNG from (seed, global position)
+    shard = stream[start_step * global_batch_size + p::n]
+    return iter(shard.to_iter_dataset(_read_options(data_config, local_batch)).batch(local_batch, drop_remainder=True))
+
+
+def _padding_example(height: int, width: int) -> dict:
+    return {"image": np.zeros((height, width, 3), np.float32),
+            "semseg": np.full((height, width), transforms.IGNORE_LABEL, np.int32),
+            "depth": np.zeros((height, width), np.float32),
+            "mask": np.float32(0)}
+
+
+def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, process_index: int | None = None,
+                       process_count: int | None = None) -> Iterator[dict]:
+    """One pass over the 'val' split, unaugmented, in global batches of `batch_size` (this process's share).
+
+    The last global batch is padded to full size with examples whose 'mask' is 0 (image 0, semseg 255,
+    depth 0); real examples have 'mask' 1. Every process yields the same number of batches.
+    """
+    p, n, local_batch = _process_share(batch_size, process_index, process_count, "eval batch size")
+    source = get_source(data_config, "val")
+    num = len(source)
+    padded = math.ceil(num / batch_size) * batch_size
+    pad = _padding_example(data_config.height, data_config.width)
+
+    def load(i: int) -> dict:
+        if i >= num:
+            return pad
+        return {**transforms.to_model_inputs(source[i]), "mask": np.float32(1)}
+
+    ds = grain.MapDataset.range(padded)[p::n].map(load)
+    return iter(ds.to_iter_dataset(_read_options(data_config, local_batch)).batch(local_batch))
+
+
+def measure_pipeline_throughput(data_config: ml_collections.ConfigDict, batch_size: int, num_batches: int) -> float:
+    """Images/s delivered by the (single-process) train pipeline, after one warm-up batch."""
+    batches = make_train_iterator(data_config, batch_size, seed=0, process_index=0, process_count=1)
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(batches)
+    return num_batches * batch_size / (time.perf_counter() - start)

@@ -1,0 +1,115 @@
+"""ResNet-18/34/50/101 in the torchvision (v1.5) layout, with a features mode and dilation.
+
+Parameter names follow torchvision so weights map one to one: `stem` (conv1 + bn1),
+`layer{i}_{j}` (layer{i}.{j}) with `conv{k}/conv|norm` (conv{k} / bn{k}) and `downsample/conv|norm`
+(downsample.0 / .1), `head` (fc).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.models.registry import register
+
+STAGE_WIDTHS = (64, 128, 256, 512)
+DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+          50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+# Which of layer2..layer4 trade their stride for dilation (torchvision's replace_stride_with_dilation).
+DILATED_STAGES = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
+
+
+class ResidualBlock(nn.Module):
+    """BasicBlock ('basic': 3x3, 3x3) or Bottleneck ('bottleneck': 1x1, 3x3 with the stride, 1x1 x4).
+
+    Every 3x3 conv uses `dilation`. A 1x1 conv + norm shortcut replaces the identity when the
+    stride or the width changes. `zero_init_residual` zeroes the last norm's scale, so the block
+    starts as relu(shortcut(x)).
+    """
+
+    width: int
+    kind: str = "basic"
+    stride: int = 1
+    dilation: int = 1
+    norm: str = "batch"
+    num_groups: int = 32
+    zero_init_residual: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        out_features = self.width * EXPANSION[self.kind]
+        if self.kind == "basic":
+            y = ConvNormAct(self.width, 3, self.stride, self.dilation, name="conv1", **kw)(x, train)
+            y = ConvNormAct(out_features, 3, 1, self.dilation, activation=None,
+                            zero_init_norm=self.zero_init_residual, name="conv2", **kw)(y, train)
+        else:
+            y = ConvNormAct(self.width, 1, name="conv1", **kw)(x, train)
+            y = ConvNormAct(self.width, 3, self.stride, self.dilation, name="conv2", **kw)(y, train)
+            y = ConvNormAct(out_features, 1, activation=None, zero_init_norm=self.zero_init_residual,
+                            name="conv3", **kw)(y, train)
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != out_features:
+            shortcut = ConvNormAct(out_features, 1, self.stride, activation=None, name="downsample", **kw)(x, train)
+        return nn.relu(y + shortcut)
+
+
+@register("resnet101", depth=101)
+@register("resnet50", depth=50)
+@register("resnet34", depth=34)
+@register("resnet18", depth=18)
+class ResNet(nn.Module):
+    """torchvision ResNet. `num_classes` None or 0: no classifier head.
+
+    `output_stride` 16 / 8 replaces the stride of layer4 / layer3+layer4 by dilation as
+    torchvision's `replace_stride_with_dilation` does: the running dilation is multiplied by the
+    removed stride and the first block of a dilated stage keeps the previous dilation.
+    """
+
+    depth: int = 50
+    num_classes: int | None = 1000
+    output_stride: int = 32
+    norm: str = "batch"
+    num_groups: int = 32
+    zero_init_residual: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    def __post_init__(self):
+        if self.depth not in DEPTHS:
+            raise ValueError(f"ResNet depth {self.depth} is unknown; choose one of {', '.join(map(str, DEPTHS))}")
+        if self.output_stride not in DILATED_STAGES:
+            raise ValueError(f"ResNet output_stride {self.output_stride} is unsupported; choose 8, 16 or 32")
+        check_norm(self.norm)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
+        """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True`
+        the dict {4: layer1, 8: layer2, 16: layer3, 32: layer4} keyed by nominal stride."""
+        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kind, blocks = DEPTHS[self.depth]
+        x = ConvNormAct(64, 7, 2, name="stem", **kw)(x.astype(self.dtype), train)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        feats = {}
+        dilation = 1
+        for i, (width, num_blocks) in enumerate(zip(STAGE_WIDTHS, blocks)):
+            stride = 1 if i == 0 else 2
+            first_dilation = dilation
+            if i > 0 and DILATED_STAGES[self.output_stride][i - 1]:
+                dilation *= stride
+                stride = 1
+            for j in range(num_blocks):
+                x = ResidualBlock(width, kind, stride if j == 0 else 1, first_dilation if j == 0 else dilation,
+                                  zero_init_residual=self.zero_init_residual, name=f"layer{i + 1}_{j}", **kw)(x, train)
+            feats[4 * 2 ** i] = x
+        if features:
+            return feats
+        x = jnp.mean(x, axis=(1, 2))
+        if self.num_classes:
+            # PyTorch Linear's weight init U(+-1/sqrt(fan_in)); bias zero.
+            x = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
+                         kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"))(x)
+        return x.astype(jnp.float32)

@@ -1,0 +1,42 @@
+"""Joint semantic segmentation + depth: losses, evaluation sums and the prediction grid."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision import losses, metrics, visualize
+
+
+class SegDepthTask:
+    """Cross-entropy + SI-log training; mIoU, SI-log RMSE, `total` and the depth metrics for eval."""
+
+    main_metrics = ("total", "miou", "silog_rmse", "abs_rel", "rmse", "delta1")
+
+    def __init__(self, config):
+        self.loss_config = config.loss
+        self.num_classes = config.data.num_classes
+
+    def loss(self, outputs: dict, batch: dict):
+        return losses.segdepth_loss(outputs, batch, self.loss_config)
+
+    def eval_sums(self, outputs: dict, batch: dict) -> dict:
+        """Per-batch sums that add up over the dataset (padded examples masked out)."""
+        mask = batch.get("mask")
+        pred_labels = jnp.argmax(outputs["semseg"], axis=-1)
+        sums = metrics.depth_metric_sums(outputs["depth"], batch["depth"], mask=mask)
+        sums["confusion"] = metrics.confusion_matrix(pred_labels, batch["semseg"], self.num_classes, mask=mask)
+        return sums
+
+    def finalize(self, sums: dict) -> dict:
+        depth_sums = {k: v for k, v in sums.items() if k != "confusion"}
+        return metrics.finalize(sums["confusion"], depth_sums)
+
+    def format(self, results: dict) -> str:
+        return metrics.format_table(results, class_names=visualize.CITYSCAPES_CLASSES)
+
+    def save_predictions(self, path: str, batch: dict, outputs: dict, max_rows: int) -> None:
+        """PNG grid: input, predicted / true segmentation, predicted / true depth."""
+        visualize.save_prediction_grid(
+            path, np.asarray(batch["image"]), np.argmax(np.asarray(outputs["semseg"]), -1),
+            np.asarray(batch["semseg"]), np.asarray(outputs["depth"]), np.asarray(batch["depth"]), max_rows=max_rows)

@@ -1,0 +1,250 @@
+"""`train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`: the whole run in one place.
+
+config -> data -> model -> train state (restored if the workdir has checkpoints) -> jitted steps
+over the device mesh -> periodic eval, logs and checkpoints -> final checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxvision import models, visualize
+from jaxvision.config import save_config
+from jaxvision.data import pipeline
+from jaxvision.tasks import get_task
+from jaxvision.train import parallel
+from jaxvision.train.checkpoint import Checkpointer
+from jaxvision.train.logging import MetricsWriter, Progress, truncate_after
+from jaxvision.train.optim import make_optimizer
+from jaxvision.train.state import (TrainState, create_train_state, make_eval_step, make_predict_fn, make_train_step,
+                                   state_to_tree, tree_to_state)
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be created or written."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM / SIGINT arrived; a checkpoint was saved first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates `workdir` and checks that it is writable."""
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise WorkdirError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
+    return workdir
+
+
+def build_model(config):
+    """The model of `config.model` with the compute dtype of `config.train`."""
+    dtype_name = config.train.compute_dtype
+    if dtype_name not in COMPUTE_DTYPES:
+        raise ValueError(f"train.compute_dtype '{dtype_name}' is unknown; choose one of {', '.join(COMPUTE_DTYPES)}")
+    return models.create_from_config(config.model, dtype=COMPUTE_DTYPES[dtype_name])
+
+
+def initial_state(config, model, mesh) -> TrainState:
+    tx, _ = make_optimizer(config, config.train.num_steps)
+    shape = (1, config.data.height, config.data.width, 3)
+    init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape), out_shardings=parallel.replicated(mesh))
+    return init(jax.random.PRNGKey(config.seed))
+
+
+def restore_or_init(config, model, mesh, checkpointer: Checkpointer, step: int | None = None) -> TrainState:
+    """The state at `step` (default: latest checkpoint), or a fresh one when the workdir has none."""
+    state = initial_state(config, model, mesh)
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+        return state
+    tree = checkpointer.restore(step, state_to_tree(state))
+    return tree_to_state(tree, state)
+
+
+@contextlib.contextmanager
+def _catch_signals():
+    """Records SIGTERM / SIGINT instead of dying, so the loop can save and exit cleanly."""
+    received = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.max(multihost_utils.process_allgather(np.asarray([int(flag)]))))
+
+
+def run_eval(config, task, state, eval_step, mesh) -> dict:
+    """One pass over the validation split; returns the finalised metrics."""
+    batch_size = config.eval.batch_size
+    totals = None
+    for local in pipeline.make_eval_iterator(config.data, batch_size, jax.process_index(), jax.process_count()):
+        sums = jax.tree.map(_widen, parallel.to_host(eval_step(state, parallel.shard_batch(local, mesh))))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    return task.finalize(totals)
+
+
+def _widen(x: np.ndarray) -> np.ndarray:
+    """int64 / float64 on the host, so dataset-wide sums (pixel counts) cannot overflow."""
+    return x.astype(np.int64) if x.dtype.kind in "iu" else x.astype(np.float64)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the final eval metrics."""
+    workdir = prepare_workdir(workdir)
+    parallel.maybe_initialize_distributed()
+    mesh = parallel.make_mesh()
+    task, model = get_task(config), build_model(config)
+    tcfg = config.train
+    local_batch = parallel.check_batch_size(tcfg.batch_size, mesh)
+    if tcfg.batch_size % (tcfg.grad_accum_steps * mesh.devices.size):
+        raise ValueError(f"train.batch_size={tcfg.batch_size} must split into grad_accum_steps={tcfg.grad_accum_steps}"
+                         f" micro-batches that each divide over {mesh.devices.size} devices")
+    checkpointer = Checkpointer(workdir, tcfg.keep_checkpoints, tcfg.best_metric, tcfg.best_mode)
+    state = restore_or_init(config, model, mesh, checkpointer)
+    start_step = int(parallel.to_host(state.step))
+    if jax.process_index() == 0:
+        save_config(config, os.path.join(workdir, "config.json"))
+        truncate_after(os.path.join(workdir, "metrics.jsonl"), start_step)
+    if start_step:
+        print(f"resuming from {checkpointer.directory}/{start_step}", flush=True)
+
+    train_step = jax.jit(make_train_step(task.loss, tcfg.grad_accum_steps), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(task.eval_sums))
+    batches = pipeline.make_train_iterator(config.data, tcfg.batch_size, config.seed, start_step,
+                                           jax.process_index(), jax.process_count())
+    writer = MetricsWriter(workdir)
+    progress = Progress(start_step, tcfg.num_steps, tcfg.batch_size)
+    results, step = {}, start_step
+    pending = []
+    try:
+        with _catch_signals() as signals:
+            while step < tcfg.num_steps:
+                batch = parallel.shard_batch(next(batches), mesh)
+                state, metrics = train_step(state, batch)
+                step += 1
+                pending.append(metrics)
+                at_log = step % tcfg.log_every == 0 or step == tcfg.num_steps
+                if at_log:
+                    _log_train(pending, step, writer, progress)
+                    pending = []
+                stop = _any_process(bool(signals)) if (at_log or jax.process_count() == 1) else False
+                if stop:
+                    checkpointer.save(step, state_to_tree(state))
+                    signum = signals[0] if signals else signal.SIGTERM
+                    raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
+                                      f"{checkpointer.directory}/{step}; run the same command to resume", signum)
+                at_eval = step % tcfg.eval_every == 0 or step == tcfg.num_steps
+                if at_eval:
+                    results = run_eval(config, task, state, eval_step, mesh)
+                    writer.write(step, {f"eval/{k}": v for k, v in results.items()})
+                    checkpointer.save(step, state_to_tree(state), results)
+                elif step % tcfg.checkpoint_every == 0:
+                    checkpointer.save(step, state_to_tree(state))
+    finally:
+        progress.close()
+        writer.close()
+        checkpointer.close()
+    if not results and start_step >= tcfg.num_steps:
+        results = run_eval(config, task, state, eval_step, mesh)
+    return results
+
+
+def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress) -> None:
+    """Fetches the metrics of the last steps, stops on NaN/Inf, writes averages, advances the bar."""
+    fetched = parallel.to_host(pending)
+    bad = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if m["nonfinite"]]
+    if bad:
+        raise NonFiniteLossError(f"loss became NaN/Inf at step {bad[0]}; training stopped without updating the "
+                                 f"weights (lower optimizer.lr or enable optimizer.clip_grad_norm); the last good "
+                                 f"checkpoint is kept")
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "nonfinite"}
+    images_per_s = progress.update(step, means["loss"])
+    writer.write(step, {**{f"train/{k}": v for k, v in means.items()}, "train/images_per_s": images_per_s,
+                        "time": time.time()})
+
+
+def evaluate(config, workdir: str, step: int | None = None, write: bool = True) -> dict:
+    """Evaluates the checkpoint at `step` (default: latest); writes eval_metrics.json/.md and predictions.png."""
+    workdir = os.path.abspath(workdir)
+    parallel.maybe_initialize_distributed()
+    mesh = parallel.make_mesh()
+    task, model = get_task(config), build_model(config)
+    checkpointer = Checkpointer(workdir, config.train.keep_checkpoints, config.train.best_metric,
+                                config.train.best_mode)
+    try:
+        if (step if step is not None else checkpointer.latest_step()) is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: train first")
+        state = restore_or_init(config, model, mesh, checkpointer, step)
+    finally:
+        checkpointer.close()
+    results = run_eval(config, task, state, jax.jit(make_eval_step(task.eval_sums)), mesh)
+    if write and jax.process_index() == 0:
+        step = int(parallel.to_host(state.step))
+        table = task.format(results)
+        _write_atomic(os.path.join(workdir, "eval_metrics.md"), f"# eval at step {step}\n\n{table}\n")
+        _write_atomic(os.path.join(workdir, "eval_metrics.json"),
+                      json.dumps({"step": step, **{k: _jsonable(v) for k, v in results.items()}}, indent=2))
+    batch, outputs = _first_predictions(config, state, mesh)
+    if write and jax.process_index() == 0:
+        task.save_predictions(os.path.join(workdir, "predictions.png"), batch, outputs, config.eval.num_grid_images)
+        log = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(log):
+            visualize.plot_training_curves(log, os.path.join(workdir, "curves.png"))
+    return results
+
+
+def _first_predictions(config, state, mesh) -> tuple[dict, dict]:
+    """The first validation batch and the model's outputs on it, gathered on every process."""
+    local = next(pipeline.make_eval_iterator(config.data, config.eval.batch_size, jax.process_index(),
+                                             jax.process_count()))
+    outputs = jax.jit(make_predict_fn())(state, parallel.shard_batch(local, mesh)["image"])
+    if jax.process_count() == 1:
+        return local, jax.tree.map(np.asarray, outputs)
+    gather = lambda tree: multihost_utils.process_allgather(tree, tiled=True)  # noqa: E731
+    return gather(local), gather(outputs)
+
+
+def _jsonable(value):
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return float(array)
+    return [None if not np.isfinite(v) else float(v) for v in array.ravel()]
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

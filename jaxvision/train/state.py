@@ -1,0 +1,124 @@
+"""Train state and the jitted train / eval steps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a run needs to continue: step, params, batch stats, optimizer state, RNG."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def create_train_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> TrainState:
+    """Initialises the model on a dummy batch of `input_shape` (NHWC)."""
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init({"params": init_rng, "dropout": init_rng}, jnp.zeros(input_shape, jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+        apply_fn=model.apply,
+        tx=tx,
+    )
+
+
+def state_to_tree(state: TrainState) -> dict:
+    """The checkpointed part of the state (no functions)."""
+    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state, "rng": state.rng}
+
+
+def tree_to_state(tree: dict, like: TrainState) -> TrainState:
+    return like.replace(**tree)
+
+
+def _split_microbatches(batch: dict, num: int) -> dict:
+    return jax.tree.map(lambda x: x.reshape((num, x.shape[0] // num) + x.shape[1:]), batch)
+
+
+def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1) -> Callable:
+    """Returns `train_step(state, batch) -> (state, metrics)`.
+
+    `loss_fn(outputs, batch) -> (loss, aux_dict)`. With `grad_accum_steps > 1` the batch is split
+    into micro-batches whose gradients are averaged (BatchNorm statistics advance per micro-batch).
+    A non-finite loss leaves the state unchanged and reports `nonfinite = 1`.
+    """
+
+    def train_step(state: TrainState, batch: dict):
+        def micro_loss(params, batch_stats, micro_batch, rng):
+            outputs, updates = state.apply_fn({"params": params, "batch_stats": batch_stats}, micro_batch["image"],
+                                              train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+            loss, aux = loss_fn(outputs, micro_batch)
+            return loss, (aux, updates.get("batch_stats", batch_stats))
+
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+        rng = jax.random.fold_in(state.rng, state.step)
+        if grad_accum_steps == 1:
+            (loss, (aux, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
+        else:
+            micro = _split_microbatches(batch, grad_accum_steps)
+
+            def body(carry, xs):
+                grads_sum, stats = carry
+                mb, i = xs
+                (loss, (aux, stats)), grads = grad_fn(state.params, stats, mb, jax.random.fold_in(rng, i))
+                return (jax.tree.map(jnp.add, grads_sum, grads), stats), (loss, aux)
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, batch_stats), (losses, auxes) = jax.lax.scan(
+                body, (zeros, state.batch_stats), (micro, jnp.arange(grad_accum_steps)))
+            grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
+            loss, aux = losses.mean(), jax.tree.map(jnp.mean, auxes)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            batch_stats=keep(batch_stats, state.batch_stats),
+            opt_state=keep(opt_state, state.opt_state),
+        )
+        metrics = dict(aux, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.int32))
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(eval_fn: Callable) -> Callable:
+    """Returns `eval_step(state, batch) -> sums`; `eval_fn(outputs, batch)` gives summable arrays."""
+
+    def eval_step(state: TrainState, batch: dict):
+        outputs = state.apply_fn(state.variables(), batch["image"], train=False)
+        return eval_fn(outputs, batch)
+
+    return eval_step
+
+
+def make_predict_fn() -> Callable:
+    """Returns `predict(state, images) -> outputs` in eval mode."""
+
+    def predict(state: TrainState, images):
+        return state.apply_fn(state.variables(), images, train=False)
+
+    return predict
