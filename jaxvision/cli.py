@@ -5,7 +5,8 @@
     jaxvision bench train --config configs/quickstart.py [--steps 20]
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
 
-Errors a user can cause end with one line on stderr and a non-zero exit, not a traceback.
+Errors a user can cause end with one line on stderr and a non-zero exit, not a traceback
+(JAXVISION_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -88,16 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     from jaxvision.train.checkpoint import CheckpointError
     from jaxvision.train.loop import Interrupted, NonFiniteLossError, WorkdirError
 
+    user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError)
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)
-    except ConfigError as e:
-        print(f"jaxvision: config error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except Interrupted as e:
-        print(f"jaxvision: {e}", file=sys.stderr)
-        return 128 + int(e.signum)
-    except (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, Interrupted, *user_errors) as e:
+        if os.environ.get("JAXVISION_DEBUG"):  # full traceback for developers
+            raise
+        if isinstance(e, ConfigError):
+            print(f"jaxvision: config error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(e, Interrupted):
+            print(f"jaxvision: {e}", file=sys.stderr)
+            return 128 + int(e.signum)
         print(f"jaxvision: error: {e}", file=sys.stderr)
         return EXIT_FAILED
 

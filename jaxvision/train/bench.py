@@ -17,14 +17,8 @@ from jaxvision.train.state import make_train_step
 
 def bench_data(config, num_batches: int = 50) -> dict:
     """Images/s that the training input pipeline delivers (rendering + augmentation + batching)."""
-    batch_size = config.train.batch_size
-    batches = pipeline.make_train_iterator(config.data, batch_size, config.seed, 0, 0, 1)
-    next(batches)  # start worker threads
-    start = time.perf_counter()
-    for _ in range(num_batches):
-        next(batches)
-    seconds = time.perf_counter() - start
-    return {"pipeline_images_per_s": num_batches * batch_size / seconds, **_context(config)}
+    rate = pipeline.measure_pipeline_throughput(config.data, config.train.batch_size, num_batches)
+    return {"pipeline_images_per_s": rate, **_context(config)}
 
 
 def bench_train(config, num_steps: int = 20, warmup: int = 3) -> dict:
