@@ -28,9 +28,9 @@ def get_config():
     config.schedule.name = "poly"
     config.schedule.warmup_steps = 50
     config.train.batch_size = 8
-    config.train.num_steps = 650
+    config.train.num_steps = 800
     config.train.log_every = 25
-    config.train.eval_every = 650
+    config.train.eval_every = 800
     config.train.checkpoint_every = 250
     config.eval.batch_size = 8
     return config

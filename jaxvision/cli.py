@@ -85,10 +85,12 @@ def _print_results(config, results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jaxvision` console script."""
+    from absl import logging as absl_logging
     from jaxvision.config import ConfigError
     from jaxvision.train.checkpoint import CheckpointError
     from jaxvision.train.loop import Interrupted, NonFiniteLossError, WorkdirError
 
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's INFO/WARNING lines are noise on a terminal
     user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError)
     argv = sys.argv[1:] if argv is None else argv
     try:

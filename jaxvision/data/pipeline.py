@@ -3,9 +3,10 @@
 The train stream is one global sequence of examples: position g holds source example
 shuffle_epoch(g)(g mod N), augmented with an RNG that is a pure function of (seed, g) (grain's
 `random_map` seeds Philox with the element index). Global batch s is positions [s*B, (s+1)*B).
-Process p of n reads positions p, p+n, p+2n, ... of the stream (from position start_step*B on), so
-its step-s batch is {s*B + p + j*n : j < B/n}, and the union over processes of step s is global batch s
-for any n and any start_step. Examples are rendered/decoded and augmented in `data.num_threads`
+Process p of n reads the p-th contiguous block of b = B/n positions of each global batch,
+[s*B + p*b, s*B + (p+1)*b), so concatenating the processes' batches in process order (what
+`jax.make_array_from_process_local_data` does on a `data` mesh) gives global batch s exactly, for
+any n and any start_step. Examples are rendered/decoded and augmented in `data.num_threads`
 worker threads with `data.prefetch` batches read ahead.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from jaxvision.data import synthetic, transforms
 
 SPLITS = ("train", "val")
+_MAX_EXAMPLES = 2**40  # "infinite" stream, finite so that grain can batch and slice it
 
 
 def _synthetic_scenes(data_config: ml_collections.ConfigDict, split: str) -> synthetic.SyntheticScenes:
@@ -60,9 +62,10 @@ def _process_share(batch_size: int, process_index: int | None, process_count: in
     return process_index, process_count, batch_size // process_count
 
 
-def _read_options(data_config: ml_collections.ConfigDict, local_batch: int) -> grain.ReadOptions:
+def _read_options(data_config: ml_collections.ConfigDict) -> grain.ReadOptions:
+    """`num_threads` workers, each reading whole batches; `prefetch` batches read ahead."""
     threads = data_config.num_threads
-    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data_config.prefetch * local_batch, threads))
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data_config.prefetch, threads))
 
 
 def make_train_iterator(data_config: ml_collections.ConfigDict, global_batch_size: int, seed: int,
@@ -84,12 +87,13 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, global_batch_siz
         return transforms.to_model_inputs(example)
 
     seed = int(seed) % 2**32
-    stream = (grain.MapDataset.source(get_source(data_config, "train"))
+    source = get_source(data_config, "train")
+    stream = (grain.MapDataset.source(source)
               .shuffle(seed=seed)                # reshuffled every epoch (seed + epoch)
-              .repeat()
+              .repeat(_MAX_EXAMPLES // len(source))
               .random_map(augment, seed=seed))   # RNG from (seed, global position)
-    shard = stream[start_step * global_batch_size + p::n]
-    return iter(shard.to_iter_dataset(_read_options(data_config, local_batch)).batch(local_batch, drop_remainder=True))
+    blocks = stream.batch(local_batch)[start_step * n + p::n]  # block p of every global batch
+    return iter(blocks.to_iter_dataset(_read_options(data_config)))
 
 
 def _padding_example(height: int, width: int) -> dict:
@@ -117,8 +121,8 @@ def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, 
             return pad
         return {**transforms.to_model_inputs(source[i]), "mask": np.float32(1)}
 
-    ds = grain.MapDataset.range(padded)[p::n].map(load)
-    return iter(ds.to_iter_dataset(_read_options(data_config, local_batch)).batch(local_batch))
+    blocks = grain.MapDataset.range(padded).map(load).batch(local_batch)[p::n]
+    return iter(blocks.to_iter_dataset(_read_options(data_config)))
 
 
 def measure_pipeline_throughput(data_config: ml_collections.ConfigDict, batch_size: int, num_batches: int) -> float:

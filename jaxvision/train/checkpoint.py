@@ -16,6 +16,9 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 
+MODEL_VARIABLES = ("params", "batch_stats")
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is unreadable or does not match the model."""
 
@@ -62,13 +65,20 @@ class Checkpointer:
     def restore(self, step: int, like: dict) -> dict:
         """Restores the checkpoint at `step` into the structure, shapes and shardings of `like`."""
         path = os.path.join(self.directory, str(step))
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(os.path.join(path, "default")).item_metadata
+        except Exception as e:  # unreadable metadata
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from e
+        if metadata is None:
+            raise CheckpointError(f"cannot read checkpoint {path}: its metadata (default/_METADATA) is missing or "
+                                  f"corrupt")
+        saved = metadata.tree
+        _check_matches(saved, like, path)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
-            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # Orbax raises many types; all mean the same to the user
             raise CheckpointError(f"cannot restore checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from e
-        _check_matches(restored, like, path)
-        return restored
 
     def close(self) -> None:
         self.manager.close()
@@ -79,13 +89,32 @@ def _first_line(error: Exception) -> str:
     return text[0][:300] if text else ""
 
 
-def _check_matches(restored: dict, like: dict, path: str) -> None:
-    """Raises if the restored tree differs from the expected one in structure or shapes."""
-    want = jax.tree_util.tree_flatten_with_path(like)[0]
-    got = jax.tree_util.tree_flatten_with_path(restored)[0]
-    if len(want) != len(got):
-        raise CheckpointError(f"checkpoint {path} has {len(got)} arrays, the model expects {len(want)}")
-    for (key, w), (_, g) in zip(want, got):
-        if np.shape(w) != np.shape(g):
-            name = jax.tree_util.keystr(key)
-            raise CheckpointError(f"checkpoint {path}: {name} has shape {np.shape(g)}, the model expects {np.shape(w)}")
+def _shapes(tree) -> dict:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(key): tuple(np.shape(leaf)) for key, leaf in flat}
+
+
+def _check_matches(saved, like: dict, path: str) -> None:
+    """Raises naming the first weight that the checkpoint lacks, has extra, or holds in another shape.
+
+    Names are compared for the model variables (the optimizer state mirrors them); the optimizer
+    state is checked by its array count.
+    """
+    have = _shapes({k: saved[k] for k in MODEL_VARIABLES if k in saved})
+    want = _shapes({k: like[k] for k in MODEL_VARIABLES})
+    saved_count, like_count = len(jax.tree.leaves(saved)), len(jax.tree.leaves(like))
+    missing = [k for k in want if k not in have]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: it lacks {missing[0]}"
+                              f" ({len(missing)} arrays missing); was it written for another config?")
+    extra = [k for k in have if k not in want]
+    if extra:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: it has {extra[0]} that the model lacks"
+                              f" ({len(extra)} unexpected arrays); was it written for another config?")
+    for key, shape in want.items():
+        if have[key] != shape:
+            raise CheckpointError(f"checkpoint {path} does not fit the model: {key} has shape {have[key]} in the"
+                                  f" checkpoint, the model expects {shape}")
+    if saved_count != like_count:
+        raise CheckpointError(f"checkpoint {path} holds {saved_count} arrays, this config's train state has"
+                              f" {like_count}: was it written with another optimizer?")
