@@ -144,6 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_step = jax.jit(make_eval_step(task.eval_sums))
     batches = pipeline.make_train_iterator(config.data, tcfg.batch_size, config.seed, start_step,
                                            jax.process_index(), jax.process_count())
+    _, schedule = make_optimizer(config, tcfg.num_steps)
     writer = MetricsWriter(workdir)
     progress = Progress(start_step, tcfg.num_steps, tcfg.batch_size)
     results, step = {}, start_step
@@ -157,7 +158,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 pending.append(metrics)
                 at_log = step % tcfg.log_every == 0 or step == tcfg.num_steps
                 if at_log:
-                    _log_train(pending, step, writer, progress)
+                    _log_train(pending, step, writer, progress, float(schedule(step - 1)))
                     pending = []
                 stop = _any_process(bool(signals)) if (at_log or jax.process_count() == 1) else False
                 if stop:
@@ -181,7 +182,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
 
-def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress) -> None:
+def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress, lr: float) -> None:
     """Fetches the metrics of the last steps, stops on NaN/Inf, writes averages, advances the bar."""
     fetched = parallel.to_host(pending)
     bad = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if m["nonfinite"]]
@@ -192,7 +193,7 @@ def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progre
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "nonfinite"}
     images_per_s = progress.update(step, means["loss"])
     writer.write(step, {**{f"train/{k}": v for k, v in means.items()}, "train/images_per_s": images_per_s,
-                        "time": time.time()})
+                        "train/lr": lr, "time": time.time()})
 
 
 def evaluate(config, workdir: str, step: int | None = None, write: bool = True) -> dict:
