@@ -1,9 +1,10 @@
-"""Command line: `jaxvision train|eval|bench ...`.
+"""Command line: `jaxvision train|eval|bench|models ...`.
 
     jaxvision train --config configs/quickstart.py --workdir runs/qs [--config.train.num_steps=200 ...]
     jaxvision eval  --config configs/quickstart.py --workdir runs/qs [--step N]
     jaxvision bench train --config configs/quickstart.py [--steps 20]
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
+    jaxvision models [--filter SUBSTRING]
 
 Errors a user can cause end with one line on stderr and a non-zero exit, not a traceback
 (JAXVISION_DEBUG=1 shows the traceback).
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--warmup", type=int, default=3)
     bd = with_config(bench_sub.add_parser("data", help="input pipeline images/s alone"))
     bd.add_argument("--batches", type=int, default=50)
+
+    ls = sub.add_parser("models", help="list the registered models with their parameter counts")
+    ls.add_argument("--filter", default="", help="only names containing this substring")
     return parser
 
 
@@ -73,7 +77,39 @@ def run(argv: list[str]) -> int:
             print(bench.format_report(bench.bench_train(config, args.steps, args.warmup)))
         else:
             print(bench.format_report(bench.bench_data(config, args.batches)))
+    elif args.command == "models":
+        print(_models_table(args.filter))
     return 0
+
+
+def _param_count(name: str) -> int | None:
+    """Parameters (not batch statistics) of model `name` with its defaults, from an abstract init on a
+    1x64x64x3 input (shapes only, no compute); None when that init fails."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jaxvision import models
+    try:
+        model = models.create(name)
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False))
+    except Exception:  # noqa: BLE001  a model that cannot take the small input is listed without a count
+        return None
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
+
+
+def _models_table(substring: str = "") -> str:
+    """Registered model names containing `substring` and their parameter counts ('-' where unknown)."""
+    from jaxvision import models
+    names = [n for n in models.list_models() if substring in n]
+    if not names:
+        return f"no registered model name contains '{substring}'"
+    counts = [_param_count(n) for n in names]
+    cells = ["-" if c is None else f"{c:,}" for c in counts]
+    width = max(len("model"), *map(len, names))
+    count_width = max(len("parameters"), *map(len, cells))
+    lines = [f"{'model':<{width}}  {'parameters':>{count_width}}"]
+    lines += [f"{n:<{width}}  {c:>{count_width}}" for n, c in zip(names, cells)]
+    return "\n".join(lines)
 
 
 def _print_results(config, results: dict) -> None:

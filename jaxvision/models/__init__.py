@@ -3,7 +3,8 @@
 from jaxvision.models.registry import create, create_from_config, list_models, model_options, register
 # Importing the model modules registers their models.
 from jaxvision.models.deeplab import ContextDecoder, DeepLabV3Plus, TaskHeads
+from jaxvision.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxvision.models.resnet import ResNet, ResidualBlock
 
-__all__ = ["ContextDecoder", "DeepLabV3Plus", "ResNet", "ResidualBlock", "TaskHeads", "create", "create_from_config",
-           "list_models", "model_options", "register"]
+__all__ = ["ContextDecoder", "DeepLabV3Plus", "InvertedResidual", "MobileNetV2", "ResNet", "ResidualBlock", "TaskHeads",
+           "create", "create_from_config", "list_models", "model_options", "register"]

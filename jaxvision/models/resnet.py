@@ -1,8 +1,8 @@
-"""ResNet-18/34/50/101 in the torchvision (v1.5) layout, with a features mode and dilation.
+"""ResNet-18/34/50/101, ResNeXt and SE-ResNet in the torchvision (v1.5) layout, with a features mode and dilation.
 
 Parameter names follow torchvision so weights map one to one: `stem` (conv1 + bn1),
 `layer{i}_{j}` (layer{i}.{j}) with `conv{k}/conv|norm` (conv{k} / bn{k}) and `downsample/conv|norm`
-(downsample.0 / .1), `head` (fc).
+(downsample.0 / .1), `head` (fc); an SE block's `se/fc1|fc2` follow timm (se.fc1 / se.fc2).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.se import SqueezeExcite
 from jaxvision.models.registry import register
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -27,6 +28,10 @@ class ResidualBlock(nn.Module):
     Every 3x3 conv uses `dilation`. A 1x1 conv + norm shortcut replaces the identity when the
     stride or the width changes. `zero_init_residual` zeroes the last norm's scale, so the block
     starts as relu(shortcut(x)).
+
+    Bottleneck only: the 3x3 conv has `groups` groups and int(width * width_per_group / 64) * groups
+    channels (torchvision's ResNeXt). `se` gates the last norm's output by squeeze-and-excitation
+    (reduction 16) before the residual add.
     """
 
     width: int
@@ -36,7 +41,14 @@ class ResidualBlock(nn.Module):
     norm: str = "batch"
     num_groups: int = 32
     zero_init_residual: bool = True
+    groups: int = 1
+    width_per_group: int = 64
+    se: bool = False
     dtype: jnp.dtype = jnp.float32
+
+    def __post_init__(self):
+        check_block_options(self.kind, self.groups, self.width_per_group)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -47,22 +59,40 @@ class ResidualBlock(nn.Module):
             y = ConvNormAct(out_features, 3, 1, self.dilation, activation=None,
                             zero_init_norm=self.zero_init_residual, name="conv2", **kw)(y, train)
         else:
-            y = ConvNormAct(self.width, 1, name="conv1", **kw)(x, train)
-            y = ConvNormAct(self.width, 3, self.stride, self.dilation, name="conv2", **kw)(y, train)
+            inner = int(self.width * self.width_per_group / 64) * self.groups
+            y = ConvNormAct(inner, 1, name="conv1", **kw)(x, train)
+            y = ConvNormAct(inner, 3, self.stride, self.dilation, self.groups, name="conv2", **kw)(y, train)
             y = ConvNormAct(out_features, 1, activation=None, zero_init_norm=self.zero_init_residual,
                             name="conv3", **kw)(y, train)
+        if self.se:
+            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out_features:
             shortcut = ConvNormAct(out_features, 1, self.stride, activation=None, name="downsample", **kw)(x, train)
         return nn.relu(y + shortcut)
 
 
+def check_block_options(kind: str, groups: int, width_per_group: int) -> None:
+    """Raises a ValueError naming the bad value: groups/width_per_group other than 1/64 need bottlenecks."""
+    if groups < 1 or width_per_group < 1:
+        raise ValueError(f"ResNet groups {groups} and width_per_group {width_per_group} must be positive")
+    if kind == "basic" and (groups, width_per_group) != (1, 64):
+        raise ValueError(f"ResNet groups {groups} / width_per_group {width_per_group} need bottleneck blocks "
+                         "(depth 50 or 101); basic blocks take only groups 1 and width_per_group 64")
+
+
+@register("se_resnet50", depth=50, se=True)
+@register("se_resnet34", depth=34, se=True)
+@register("se_resnet18", depth=18, se=True)
+@register("resnext50_32x4d", depth=50, groups=32, width_per_group=4)
 @register("resnet101", depth=101)
 @register("resnet50", depth=50)
 @register("resnet34", depth=34)
 @register("resnet18", depth=18)
 class ResNet(nn.Module):
     """torchvision ResNet. `num_classes` None or 0: no classifier head.
+
+    `groups` / `width_per_group` make the bottlenecks ResNeXt's; `se` adds squeeze-and-excitation to every block.
 
     `output_stride` 16 / 8 replaces the stride of layer4 / layer3+layer4 by dilation as
     torchvision's `replace_stride_with_dilation` does: the running dilation is multiplied by the
@@ -75,11 +105,15 @@ class ResNet(nn.Module):
     norm: str = "batch"
     num_groups: int = 32
     zero_init_residual: bool = True
+    groups: int = 1
+    width_per_group: int = 64
+    se: bool = False
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
         if self.depth not in DEPTHS:
             raise ValueError(f"ResNet depth {self.depth} is unknown; choose one of {', '.join(map(str, DEPTHS))}")
+        check_block_options(DEPTHS[self.depth][0], self.groups, self.width_per_group)
         if self.output_stride not in DILATED_STAGES:
             raise ValueError(f"ResNet output_stride {self.output_stride} is unsupported; choose 8, 16 or 32")
         check_norm(self.norm)
@@ -90,6 +124,8 @@ class ResNet(nn.Module):
         """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True`
         the dict {4: layer1, 8: layer2, 16: layer3, 32: layer4} keyed by nominal stride."""
         kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        block_kw = dict(kw, zero_init_residual=self.zero_init_residual, groups=self.groups,
+                        width_per_group=self.width_per_group, se=self.se)
         kind, blocks = DEPTHS[self.depth]
         x = ConvNormAct(64, 7, 2, name="stem", **kw)(x.astype(self.dtype), train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -103,7 +139,7 @@ class ResNet(nn.Module):
                 stride = 1
             for j in range(num_blocks):
                 x = ResidualBlock(width, kind, stride if j == 0 else 1, first_dilation if j == 0 else dilation,
-                                  zero_init_residual=self.zero_init_residual, name=f"layer{i + 1}_{j}", **kw)(x, train)
+                                  name=f"layer{i + 1}_{j}", **block_kw)(x, train)
             feats[4 * 2 ** i] = x
         if features:
             return feats
