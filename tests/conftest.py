@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,6 +56,23 @@ def load_params(workdir: str, step: int | None = None) -> dict:
     tree = checkpointer.restore(path, like)
     flat = jax.tree_util.tree_flatten_with_path(tree["params"])[0]
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
+
+
+def n_params(tree) -> int:
+    """Number of scalars in a (possibly abstract) pytree."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def abstract_init(model, shape=(1, 64, 64, 3), **kw):
+    """Variable shapes of `model` on a zero input of `shape`, without computing anything."""
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False, **kw))
+
+
+def abstract_features(model, shape=(1, 64, 64, 3)) -> dict:
+    """Shapes of the features dict of a backbone, without computing anything."""
+    v = abstract_init(model, shape)
+    feats = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape), train=False, features=True), v)
+    return {k: f.shape for k, f in feats.items()}
 
 
 @pytest.fixture

@@ -10,20 +10,10 @@ from jaxvision import models
 from jaxvision.cli import run
 from jaxvision.layers import SqueezeExcite
 from jaxvision.models import MobileNetV2, ResNet
+from conftest import abstract_features, abstract_init, n_params
 
 
-def n_params(tree) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
-
-def abstract_init(model, shape=(1, 64, 64, 3)):
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False))
-
-
-def abstract_features(model, shape=(1, 64, 64, 3)) -> dict:
-    v = abstract_init(model, shape)
-    feats = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape), train=False, features=True), v)
-    return {k: f.shape for k, f in feats.items()}
 
 
 # torchvision counts (resnext50_32x4d, mobilenet_v2) and timm's 'seresnet50' (SE 1x1 convs with bias, C -> C/16 -> C).

@@ -10,16 +10,11 @@ from flax import linen as nn
 from jaxvision import models
 from jaxvision.layers import ASPP, ConvNormAct, ImagePooling
 from jaxvision.models import DeepLabV3Plus, ResidualBlock, ResNet
+from conftest import abstract_init, n_params
 
 EPS = 1e-5  # BatchNorm epsilon
 
 
-def n_params(tree) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-
-
-def abstract_init(model, shape=(1, 64, 64, 3), **kw):
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False, **kw))
 
 
 def init_fast(model, x, seed=1):

@@ -1,9 +1,10 @@
 """Reusable Flax modules."""
 
 from jaxvision.layers.aspp import ASPP, ImagePooling
+from jaxvision.layers.attention import MultiHeadSelfAttention, dot_product_attention
 from jaxvision.layers.conv import ConvNormAct, conv_padding, kaiming_normal_fan_out, make_norm
 from jaxvision.layers.decoder import DeepLabV3PlusDecoder, resize_bilinear
 from jaxvision.layers.se import SqueezeExcite
 
-__all__ = ["ASPP", "ConvNormAct", "DeepLabV3PlusDecoder", "ImagePooling", "SqueezeExcite", "conv_padding",
-           "kaiming_normal_fan_out", "make_norm", "resize_bilinear"]
+__all__ = ["ASPP", "ConvNormAct", "DeepLabV3PlusDecoder", "ImagePooling", "MultiHeadSelfAttention", "SqueezeExcite",
+           "conv_padding", "dot_product_attention", "kaiming_normal_fan_out", "make_norm", "resize_bilinear"]

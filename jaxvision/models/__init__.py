@@ -3,8 +3,10 @@
 from jaxvision.models.registry import create, create_from_config, list_models, model_options, register
 # Importing the model modules registers their models.
 from jaxvision.models.deeplab import ContextDecoder, DeepLabV3Plus, TaskHeads
+from jaxvision.models.efficientnet import EfficientNet, MBConv, StochasticDepth
 from jaxvision.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxvision.models.resnet import ResNet, ResidualBlock
+from jaxvision.models.vit import VisionTransformer
 
-__all__ = ["ContextDecoder", "DeepLabV3Plus", "InvertedResidual", "MobileNetV2", "ResNet", "ResidualBlock", "TaskHeads",
-           "create", "create_from_config", "list_models", "model_options", "register"]
+__all__ = ["ContextDecoder", "DeepLabV3Plus", "EfficientNet", "InvertedResidual", "MBConv", "MobileNetV2", "ResNet",
+           "ResidualBlock", "StochasticDepth", "TaskHeads", "VisionTransformer", "create", "create_from_config", "list_models", "model_options", "register"]

@@ -1,0 +1,148 @@
+"""EfficientNet-B0..B3 (Tan & Le 2019) in the torchvision layout, with features, dilation and stochastic depth.
+
+Parameter names follow torchvision's order: `stem` (features.0), `block{i}` (the MBConv blocks of features.1-7,
+numbered 1.. over all stages) with `expand` (absent when the expansion ratio is 1), `depthwise`, `se` (`fc1|fc2`)
+and `project`, `last_conv` (features.8) and `head` (classifier.1); the convs hold `conv|norm`.
+
+BatchNorm uses the layers' epsilon 1e-5 (torchvision's EfficientNet uses 1e-3), which changes no parameter count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.se import SqueezeExcite
+from jaxvision.models.mobilenet import OUTPUT_STRIDES, make_divisible
+from jaxvision.models.registry import register
+
+# MBConv stages of EfficientNet-B0: (expand ratio, kernel, stride, in channels, out channels, layers).
+STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+          (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
+# variant -> (width multiplier, depth multiplier, classifier dropout), as torchvision's efficientnet_b0..b3.
+VARIANTS = {"b0": (1.0, 1.0, 0.2), "b1": (1.0, 1.1, 0.2), "b2": (1.1, 1.2, 0.3), "b3": (1.2, 1.4, 0.3)}
+
+
+class StochasticDepth(nn.Module):
+    """torchvision's StochasticDepth in 'row' mode: during training each sample's residual branch is zeroed with
+    probability `rate` and the kept ones are scaled by 1 / (1 - rate); identity when `deterministic`.
+    Draws from the 'dropout' rng stream."""
+
+    rate: float
+    deterministic: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool | None = None) -> jnp.ndarray:
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        # Dropout broadcast over every axis but the batch one: one keep / drop decision per sample.
+        return nn.Dropout(self.rate, broadcast_dims=tuple(range(1, x.ndim)), deterministic=deterministic)(x)
+
+
+class MBConv(nn.Module):
+    """1x1 expansion by `expansion` (skipped when 1) -> k x k depthwise with the stride and dilation -> squeeze-
+    and-excitation (input channels // 4, SiLU, sigmoid gate) -> linear 1x1 projection; SiLU after the first two.
+    Identity shortcut with stochastic depth `drop_path_rate` when the stride is 1 and the width is kept."""
+
+    features: int
+    expansion: int
+    kernel_size: int = 3
+    stride: int = 1
+    dilation: int = 1
+    drop_path_rate: float = 0.0
+    norm: str = "batch"
+    num_groups: int = 32
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        channels = x.shape[-1]
+        hidden = make_divisible(channels * self.expansion)  # torchvision's adjust_channels(in, expand_ratio)
+        y = x
+        if self.expansion != 1:
+            y = ConvNormAct(hidden, 1, activation=nn.silu, name="expand", **kw)(y, train)
+        y = ConvNormAct(hidden, self.kernel_size, self.stride, self.dilation, groups=hidden, activation=nn.silu,
+                        name="depthwise", **kw)(y, train)
+        y = SqueezeExcite(squeeze_channels=max(1, channels // 4), activation=nn.silu, dtype=self.dtype,
+                          name="se")(y)
+        y = ConvNormAct(self.features, 1, activation=None, name="project", **kw)(y, train)
+        if self.stride == 1 and channels == self.features:
+            return x + StochasticDepth(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
+        return y
+
+
+@register("efficientnet_b3", variant="b3")
+@register("efficientnet_b2", variant="b2")
+@register("efficientnet_b1", variant="b1")
+@register("efficientnet_b0", variant="b0")
+class EfficientNet(nn.Module):
+    """torchvision EfficientNet-B0..B3. `num_classes` None or 0: no classifier head. `dropout` None: the variant's
+    (0.2, 0.2, 0.3, 0.3). `drop_path_rate` grows linearly from 0 at the first block as in torchvision.
+
+    `output_stride` 16 / 8 trades the strides from that point on for dilation as MobileNetV2 does.
+    """
+
+    variant: str = "b0"
+    num_classes: int | None = 1000
+    output_stride: int = 32
+    drop_path_rate: float = 0.2
+    dropout: float | None = None
+    norm: str = "batch"
+    num_groups: int = 32
+    dtype: jnp.dtype = jnp.float32
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"EfficientNet variant '{self.variant}' is unknown; choose one of {', '.join(VARIANTS)}")
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"EfficientNet output_stride {self.output_stride} is unsupported; choose 8, 16 or 32")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"EfficientNet drop_path_rate {self.drop_path_rate} must be in [0, 1)")
+        check_norm(self.norm)
+        super().__post_init__()
+
+    @property
+    def width_multiplier(self) -> float:
+        return VARIANTS[self.variant][0]
+
+    @property
+    def depth_multiplier(self) -> float:
+        return VARIANTS[self.variant][1]
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
+        """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True` the dict
+        {4, 8, 16, 32} -> output of the last stage at that nominal stride (24, 40, 112, 320 channels for B0,
+        scaled by the width multiplier; the stride-32 map is the last block's, before the 1x1 head conv)."""
+        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        w, d = self.width_multiplier, self.depth_multiplier
+        stages = [(t, k, s, make_divisible(c_in * w), make_divisible(c_out * w), int(math.ceil(n * d)))
+                  for t, k, s, c_in, c_out, n in STAGES]
+        total_blocks = sum(stage[-1] for stage in stages)
+        x = x.astype(self.dtype)
+        x = ConvNormAct(stages[0][3], 3, 2, activation=nn.silu, name="stem", **kw)(x, train)
+        stride, dilation, index, feats = 2, 1, 0, {}  # stride and dilation reached so far
+        for t, k, s, _, c_out, n in stages:
+            for j in range(n):
+                block_stride, block_dilation = (s if j == 0 else 1), dilation
+                if stride * block_stride > self.output_stride:
+                    block_stride, dilation = 1, dilation * block_stride
+                stride *= block_stride
+                x = MBConv(c_out, t, k, block_stride, block_dilation, self.drop_path_rate * index / total_blocks,
+                           name=f"block{index + 1}", **kw)(x, train)
+                index += 1
+            feats[stride * dilation] = x  # keyed by nominal stride; the last stage at a stride wins
+        if features:
+            return {key: feats[key] for key in (4, 8, 16, 32)}
+        x = ConvNormAct(4 * stages[-1][4], 1, activation=nn.silu, name="last_conv", **kw)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        if self.num_classes:
+            dropout = VARIANTS[self.variant][2] if self.dropout is None else self.dropout
+            x = nn.Dropout(dropout, deterministic=not train)(x)
+            # torchvision: uniform(-1 / sqrt(num_classes), 1 / sqrt(num_classes)), zero bias.
+            x = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
+                         kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_out", "uniform"))(x)
+        return x.astype(jnp.float32)
