@@ -10,13 +10,14 @@ BatchNorm uses the layers' epsilon 1e-5 (torchvision's EfficientNet uses 1e-3), 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.conv import ConvNormAct, check_norm
-from jaxvision.layers.se import SqueezeExcite
-from jaxvision.models.mobilenet import OUTPUT_STRIDES, make_divisible
+from jaxvision.layers.stochastic_depth import StochasticDepth
+from jaxvision.models.mobilenet import OUTPUT_STRIDES, InvertedResidual, make_divisible
 from jaxvision.models.registry import register
 
 # MBConv stages of EfficientNet-B0: (expand ratio, kernel, stride, in channels, out channels, layers).
@@ -26,52 +27,11 @@ STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 
 VARIANTS = {"b0": (1.0, 1.0, 0.2), "b1": (1.0, 1.1, 0.2), "b2": (1.1, 1.2, 0.3), "b3": (1.2, 1.4, 0.3)}
 
 
-class StochasticDepth(nn.Module):
-    """torchvision's StochasticDepth in 'row' mode: during training each sample's residual branch is zeroed with
-    probability `rate` and the kept ones are scaled by 1 / (1 - rate); identity when `deterministic`.
-    Draws from the 'dropout' rng stream."""
+class MBConv(InvertedResidual):
+    """EfficientNet's inverted residual: SiLU and squeeze-and-excitation, k x k depthwise."""
 
-    rate: float
-    deterministic: bool | None = None
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, deterministic: bool | None = None) -> jnp.ndarray:
-        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        # Dropout broadcast over every axis but the batch one: one keep / drop decision per sample.
-        return nn.Dropout(self.rate, broadcast_dims=tuple(range(1, x.ndim)), deterministic=deterministic)(x)
-
-
-class MBConv(nn.Module):
-    """1x1 expansion by `expansion` (skipped when 1) -> k x k depthwise with the stride and dilation -> squeeze-
-    and-excitation (input channels // 4, SiLU, sigmoid gate) -> linear 1x1 projection; SiLU after the first two.
-    Identity shortcut with stochastic depth `drop_path_rate` when the stride is 1 and the width is kept."""
-
-    features: int
-    expansion: int
-    kernel_size: int = 3
-    stride: int = 1
-    dilation: int = 1
-    drop_path_rate: float = 0.0
-    norm: str = "batch"
-    num_groups: int = 32
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
-        channels = x.shape[-1]
-        hidden = make_divisible(channels * self.expansion)  # torchvision's adjust_channels(in, expand_ratio)
-        y = x
-        if self.expansion != 1:
-            y = ConvNormAct(hidden, 1, activation=nn.silu, name="expand", **kw)(y, train)
-        y = ConvNormAct(hidden, self.kernel_size, self.stride, self.dilation, groups=hidden, activation=nn.silu,
-                        name="depthwise", **kw)(y, train)
-        y = SqueezeExcite(squeeze_channels=max(1, channels // 4), activation=nn.silu, dtype=self.dtype,
-                          name="se")(y)
-        y = ConvNormAct(self.features, 1, activation=None, name="project", **kw)(y, train)
-        if self.stride == 1 and channels == self.features:
-            return x + StochasticDepth(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
-        return y
+    activation: Callable = nn.silu
+    squeeze_excite: bool = True
 
 
 @register("efficientnet_b3", variant="b3")
@@ -131,8 +91,9 @@ class EfficientNet(nn.Module):
                 if stride * block_stride > self.output_stride:
                     block_stride, dilation = 1, dilation * block_stride
                 stride *= block_stride
-                x = MBConv(c_out, t, k, block_stride, block_dilation, self.drop_path_rate * index / total_blocks,
-                           name=f"block{index + 1}", **kw)(x, train)
+                x = MBConv(c_out, t, block_stride, block_dilation, kernel_size=k,
+                           drop_path_rate=self.drop_path_rate * index / total_blocks, name=f"block{index + 1}",
+                           **kw)(x, train)
                 index += 1
             feats[stride * dilation] = x  # keyed by nominal stride; the last stage at a stride wins
         if features:

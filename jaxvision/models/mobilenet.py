@@ -7,10 +7,14 @@ with `expand` (conv.0, absent when t = 1), `depthwise` and `project` (the last c
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.se import SqueezeExcite
+from jaxvision.layers.stochastic_depth import StochasticDepth
 from jaxvision.models.registry import register
 
 # Inverted residual stages (expansion t, channels c, blocks n, stride s) of torchvision's MobileNetV2.
@@ -25,13 +29,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expansion by `expansion` (skipped when 1) -> 3x3 depthwise with the stride and dilation -> linear
-    1x1 projection; ReLU6 after the first two. Identity shortcut when the stride is 1 and the width is kept."""
+    """1x1 expansion by `expansion` (skipped when 1) -> k x k depthwise with the stride and dilation -> optional
+    squeeze-and-excitation (input channels // 4, same activation) -> linear 1x1 projection; `activation` after
+    the first two. Identity shortcut, with stochastic depth `drop_path_rate`, when the stride is 1 and the width
+    is kept. Defaults are MobileNetV2's (ReLU6, 3x3, no SE); EfficientNet's MBConv changes them."""
 
     features: int
     expansion: int
     stride: int = 1
     dilation: int = 1
+    kernel_size: int = 3
+    activation: Callable = nn.relu6
+    squeeze_excite: bool = False
+    drop_path_rate: float = 0.0
     norm: str = "batch"
     num_groups: int = 32
     dtype: jnp.dtype = jnp.float32
@@ -39,14 +49,20 @@ class InvertedResidual(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
-        hidden = int(round(x.shape[-1] * self.expansion))
+        channels = x.shape[-1]
+        hidden = make_divisible(channels * self.expansion)  # torchvision's adjust_channels(in, expand_ratio)
         y = x
         if self.expansion != 1:
-            y = ConvNormAct(hidden, 1, activation=nn.relu6, name="expand", **kw)(y, train)
-        y = ConvNormAct(hidden, 3, self.stride, self.dilation, groups=hidden, activation=nn.relu6,
-                        name="depthwise", **kw)(y, train)
+            y = ConvNormAct(hidden, 1, activation=self.activation, name="expand", **kw)(y, train)
+        y = ConvNormAct(hidden, self.kernel_size, self.stride, self.dilation, groups=hidden,
+                        activation=self.activation, name="depthwise", **kw)(y, train)
+        if self.squeeze_excite:
+            y = SqueezeExcite(squeeze_channels=max(1, channels // 4), activation=self.activation, dtype=self.dtype,
+                              name="se")(y)
         y = ConvNormAct(self.features, 1, activation=None, name="project", **kw)(y, train)
-        return x + y if self.stride == 1 and x.shape[-1] == self.features else y
+        if self.stride == 1 and channels == self.features:
+            return x + StochasticDepth(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
+        return y
 
 
 @register("mobilenet_v2_140", width_multiplier=1.4)
