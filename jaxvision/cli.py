@@ -5,6 +5,10 @@
     jaxvision bench train --config configs/quickstart.py [--steps 20]
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
     jaxvision models [--filter SUBSTRING]
+    jaxvision profile --model resnet50 --input 1x224x224x3 [--model.num_classes=10 ...] [--json FILE]
+    jaxvision convert-weights --from torchvision|timm --model resnet34 --in FILE.pth|.safetensors --out DIR
+                              [--model.num_classes=0 ...]
+    jaxvision sweep --config FILE --workdir DIR --sweep SWEEPFILE [--run 'TAG: --config.a=1 ...'] [--config.x=y ...]
 
 Errors a user can cause end with one line on stderr and a non-zero exit, not a traceback
 (JAXVISION_DEBUG=1 shows the traceback).
@@ -44,6 +48,24 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("models", help="list the registered models with their parameter counts")
     ls.add_argument("--filter", default="", help="only names containing this substring")
+
+    prof = sub.add_parser("profile", help="parameters and MACs per stage (analytic and XLA cost analysis)")
+    prof.add_argument("--model", required=True, help="registered model name (see `jaxvision models`)")
+    prof.add_argument("--input", default="1x224x224x3", help="input shape BxHxWxC (default 1x224x224x3)")
+    prof.add_argument("--json", default=None, help="also write the profile to this JSON file")
+    prof.add_argument("--no-xla", action="store_true", help="analytic counts only (skip the XLA compiles)")
+
+    conv = sub.add_parser("convert-weights", help="import torchvision / timm weights (.pth, .safetensors)")
+    conv.add_argument("--from", dest="source", required=True, choices=("torchvision", "timm"))
+    conv.add_argument("--model", required=True, help="jaxvision model name (see `jaxvision models`)")
+    conv.add_argument("--in", dest="in_path", required=True, help="PyTorch weight file: .pth/.pt or .safetensors")
+    conv.add_argument("--out", required=True, help="new directory for the converted weights")
+
+    sw = with_config(sub.add_parser("sweep", help="train + evaluate a list of runs, write results.md / results.csv"))
+    sw.add_argument("--workdir", required=True, help="one folder per run tag, and the results table")
+    sw.add_argument("--sweep", dest="sweep_file", help="file of 'TAG: --config.a=1 ...' lines (jaxvision/sweep.py)")
+    sw.add_argument("--run", action="append", default=[], help="one more run 'TAG: --config.key=value ...'")
+    sw.add_argument("--dry-run", action="store_true", help="check every run and show what is done / to resume / new")
     return parser
 
 
@@ -79,7 +101,48 @@ def run(argv: list[str]) -> int:
             print(bench.format_report(bench.bench_data(config, args.batches)))
     elif args.command == "models":
         print(_models_table(args.filter))
+    elif args.command == "profile":
+        _cmd_profile(args, overrides)
+    elif args.command == "convert-weights":
+        from jaxvision.convert import convert_weights
+        from jaxvision.models.registry import options_from_args
+        options = options_from_args(args.model, overrides)
+        meta = convert_weights(args.in_path, args.model, args.source, args.out, **options)
+        print(f"converted {args.source} weights {args.in_path} -> {os.path.abspath(args.out)}: "
+              f"{args.model}, {meta['num_params']:,} parameters")
+    elif args.command == "sweep":
+        return _cmd_sweep(args, overrides)
     return 0
+
+
+def _cmd_sweep(args, overrides: list[str]) -> int:
+    """Runs the sweep of `--sweep` / `--run` (command-line overrides apply to every run); 1 if a run failed."""
+    from jaxvision import sweep
+    runs = sweep.parse_sweep_file(args.sweep_file) if args.sweep_file else []
+    runs += [sweep.parse_run(text, f"--run {i + 1}") for i, text in enumerate(args.run)]
+    title = os.path.basename(args.sweep_file) if args.sweep_file else ""
+    rows = sweep.run_sweep(args.config, args.workdir, runs, overrides, dry_run=args.dry_run, title=title)
+    if args.dry_run:
+        print("\n".join(f"{r['tag']}: {r['status']}  {r['overrides']}" for r in rows))
+        return 0
+    print(sweep.format_markdown(rows, title))
+    print(f"wrote {os.path.join(os.path.abspath(args.workdir), 'results.md')} and results.csv")
+    failed = [r["tag"] for r in rows if r["status"] != "done"]
+    if failed:
+        print(f"jaxvision: error: {len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def _cmd_profile(args, overrides: list[str]) -> None:
+    """Prints the per-stage profile of `--model` (options `--model.KEY=VALUE`); writes it to `--json` if given."""
+    from jaxvision import profile
+    from jaxvision.models.registry import options_from_args
+    options = options_from_args(args.model, overrides)
+    result = profile.profile_model(args.model, profile.parse_input_shape(args.input), xla=not args.no_xla, **options)
+    print(profile.format_profile(result))
+    if args.json:
+        profile.write_json(result, args.json)
+        print(f"wrote {os.path.abspath(args.json)}")
 
 
 def _param_count(name: str) -> int | None:
@@ -127,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxvision.train.loop import Interrupted, NonFiniteLossError, WorkdirError
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's INFO/WARNING lines are noise on a terminal
-    user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError)
+    user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError)
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)

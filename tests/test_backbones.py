@@ -8,7 +8,7 @@ from flax import linen as nn
 
 from jaxvision import models
 from jaxvision.cli import run
-from jaxvision.layers import SqueezeExcite
+from jaxvision.layers import ConvNormAct, SqueezeExcite, make_divisible
 from jaxvision.models import MobileNetV2, ResNet
 from conftest import abstract_features, abstract_init, n_params
 
@@ -16,11 +16,66 @@ from conftest import abstract_features, abstract_init, n_params
 
 
 
-# torchvision counts (resnext50_32x4d, mobilenet_v2) and timm's 'seresnet50' (SE 1x1 convs with bias, C -> C/16 -> C).
-@pytest.mark.parametrize("name,expected", [("resnext50_32x4d", 25_028_904), ("se_resnet50", 28_088_024),
-                                           ("mobilenet_v2", 3_504_872)])
+def se_resnet_params(resnet: int, blocks: tuple[int, ...], expansion: int) -> int:
+    """A torchvision ResNet's count plus timm's SE per block: 1x1 convs with bias C -> r -> C, r = max(8, C / 16)."""
+    se = lambda c: 2 * c * max(8, c // 16) + max(8, c // 16) + c  # noqa: E731
+    return resnet + sum(n * se(w * expansion) for n, w in zip(blocks, (64, 128, 256, 512)))
+
+
+# torchvision counts (resnext50_32x4d, mobilenet_v2) and timm's 'seresnet18/34/50' (SE 1x1 convs with bias,
+# C -> make_divisible(C / 16, 8, round_limit=0) -> C: 8, not 4, channels for C = 64).
+@pytest.mark.parametrize("name,expected", [
+    ("resnext50_32x4d", 25_028_904), ("mobilenet_v2", 3_504_872), ("se_resnet50", 28_088_024),
+    ("se_resnet18", 11_779_624), ("se_resnet34", 21_960_416)])
 def test_param_counts_match_reference(name, expected):
     assert n_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
+
+
+def test_se_resnet_counts_by_hand():
+    assert se_resnet_params(11_689_512, (2, 2, 2, 2), 1) == 11_779_624
+    assert se_resnet_params(21_797_672, (3, 4, 6, 3), 1) == 21_960_416
+    assert se_resnet_params(25_557_032, (3, 4, 6, 3), 4) == 28_088_024
+
+
+def test_make_divisible_round_limit():
+    assert [make_divisible(v) for v in (4, 12, 19, 36)] == [8, 16, 24, 40]  # 19 -> 16 is below 90%: 24
+    assert [make_divisible(v, round_limit=0) for v in (4, 12, 19, 36)] == [8, 16, 16, 40]
+    assert make_divisible(24, 16) == 32 and make_divisible(20, 16, round_limit=0) == 16
+
+
+# ----------------------------------------------------------------------------------------------- norm epsilon
+
+def test_norm_eps_reaches_batch_and_group_norm():
+    # A 1x1 identity conv on channels of +-1 (mean 0, variance 1 per batch channel and per group): both norms give
+    # x / sqrt(1 + eps), BatchNorm at init (running mean 0, variance 1) and GroupNorm from the sample itself.
+    x = jnp.asarray(np.tile([[1.0, -1.0, -1.0, 1.0], [-1.0, 1.0, 1.0, -1.0]], (1, 2, 1)).reshape(1, 2, 2, 4))
+    for norm in ("batch", "group"):
+        layer = ConvNormAct(4, 1, norm=norm, num_groups=2, norm_eps=0.25, activation=None)
+        v = layer.init(jax.random.PRNGKey(0), x, train=False)
+        v = {**v, "params": {**v["params"], "conv": {"kernel": jnp.eye(4)[None, None]}}}
+        np.testing.assert_allclose(layer.apply(v, x, train=False), x / np.sqrt(1.25), rtol=1e-6, err_msg=norm)
+
+
+def norm_epsilons(name: str, **kw) -> set:
+    """The epsilons of all the norms model `name` calls."""
+    seen = set()
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, (nn.BatchNorm, nn.GroupNorm)):
+            seen.add(context.module.epsilon)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        abstract_init(models.create(name, num_classes=None, **kw))
+    return seen
+
+
+@pytest.mark.parametrize("name,default", [("se_resnet18", 1e-5), ("mobilenet_v2", 1e-5), ("efficientnet_b0", 1e-5),
+                                          ("regnet_y_400mf", 1e-5)])
+def test_models_pass_norm_eps_to_every_norm(name, default):
+    assert norm_epsilons(name) == {default}  # torchvision's and timm's defaults
+    assert norm_epsilons(name, norm_eps=0.01) == {0.01}
+    assert norm_epsilons(name, norm="group", norm_eps=0.02) == {0.02}
 
 
 # ----------------------------------------------------------------------------------------------- SE
@@ -68,7 +123,8 @@ def test_se_resnet_blocks_and_features():
     assert all("se" in p[k] for k in p if k.startswith("layer"))
     assert abstract_features(model) == {4: (1, 16, 16, 256), 8: (1, 8, 8, 512), 16: (1, 4, 4, 1024),
                                         32: (1, 4, 4, 2048)}
-    assert abstract_init(models.create("se_resnet18"))["params"]["layer1_0"]["se"]["fc1"]["kernel"].shape == (64, 4)
+    # timm's squeeze width make_divisible(C / 16, 8, round_limit=0): at least 8 channels.
+    assert abstract_init(models.create("se_resnet18"))["params"]["layer1_0"]["se"]["fc1"]["kernel"].shape == (64, 8)
 
 
 def test_resnext_options_need_bottlenecks():

@@ -189,7 +189,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="multiple of the process count"):
         pipeline.make_train_iterator(data_config(), 6, seed=0, process_index=0, process_count=4)
     with pytest.raises(ValueError, match="synthetic_scenes"):
-        pipeline.get_source(data_config(name="cityscapes"), "train")
+        pipeline.get_source(data_config(name="no_such_dataset"), "train")
     with pytest.raises(ValueError, match="'test'"):
         pipeline.get_source(data_config(), "test")
 

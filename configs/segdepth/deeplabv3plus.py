@@ -25,13 +25,15 @@ def get_config() -> ml_collections.ConfigDict:
         decoder_channels=256,
         tasks=(("semseg", 19), ("depth", 1)),
         norm="batch",
+        encoder_weights="",  # a `jaxvision convert-weights` dir of model.encoder to start from ('' = random init)
     ))
 
     config.data = ml_collections.ConfigDict(dict(
-        name="synthetic_scenes",
+        name="synthetic_scenes",  # synthetic_scenes | cityscapes | miniscapes | nyu_depth_v2
+        root="",                  # dataset folder of the on-disk datasets
         height=256,
         width=512,
-        num_train=20000,
+        num_train=20000,          # synthetic_scenes only (on-disk datasets use all their images)
         num_val=500,
         num_classes=19,
         augment=ml_collections.ConfigDict(dict(flip=True, scale_range=(0.75, 1.25), color_jitter=0.2)),
@@ -39,7 +41,15 @@ def get_config() -> ml_collections.ConfigDict:
         prefetch=4,
     ))
 
-    config.loss = ml_collections.ConfigDict(dict(semseg_weight=0.5, depth_weight=0.5, silog_lambda=0.85))
+    config.loss = ml_collections.ConfigDict(dict(
+        weighting="fixed",      # fixed: semseg_weight * CE + depth_weight * depth | uncertainty (Kendall et al.)
+        semseg_weight=0.5,      # the reports' 1 - w (fixed weighting only)
+        depth_weight=0.5,       # the reports' w (fixed weighting only)
+        depth_loss="silog",     # silog | l1 | l2 | berhu  (jaxvision/losses.py)
+        silog_lambda=0.85,      # sqrt(Var(e) + silog_lambda * Mean(e)^2), e = log depth error
+        silog_reduction="image",  # image: per-image Var/Mean, averaged | batch: over the whole batch (seed 003)
+        berhu_threshold=0.2,    # berHu c = berhu_threshold * max |residual| in the batch (Laina et al.)
+    ))
 
     config.optimizer = ml_collections.ConfigDict(dict(
         name="adam",            # sgd | adam | adamw

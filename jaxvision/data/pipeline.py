@@ -20,7 +20,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from jaxvision.data import synthetic, transforms
+from jaxvision.data import cityscapes, nyu, synthetic, transforms
 
 SPLITS = ("train", "val")
 _MAX_EXAMPLES = 2**40  # "infinite" stream, finite so that grain can batch and slice it
@@ -31,7 +31,26 @@ def _synthetic_scenes(data_config: ml_collections.ConfigDict, split: str) -> syn
     return synthetic.SyntheticScenes(split, num, data_config.height, data_config.width)
 
 
-_SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes}
+def _root(data_config: ml_collections.ConfigDict) -> str:
+    root = data_config.get("root", "")
+    if not root:
+        raise ValueError(f"data.name={data_config.name!r} reads a dataset from disk: set data.root "
+                         f"(--config.data.root=/path/to/{data_config.name})")
+    return root
+
+
+def _cityscapes(data_config: ml_collections.ConfigDict, split: str) -> cityscapes.Cityscapes:
+    return cityscapes.Cityscapes(_root(data_config), split, data_config.height, data_config.width)
+
+
+def _nyu_depth_v2(data_config: ml_collections.ConfigDict, split: str) -> nyu.NYUDepthV2:
+    return nyu.NYUDepthV2(_root(data_config), split, data_config.height, data_config.width,
+                          data_config.get("label_map", "") or None)
+
+
+# miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py).
+_SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes, "cityscapes": _cityscapes,
+                                 "miniscapes": _cityscapes, "nyu_depth_v2": _nyu_depth_v2}
 
 
 def get_source(data_config: ml_collections.ConfigDict, split: str):

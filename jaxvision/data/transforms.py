@@ -91,6 +91,21 @@ def scale_crop(example: dict, scale: float, top: int, left: int) -> dict:
     return out
 
 
+def resize(example: dict, height: int, width: int) -> dict:
+    """Resizes image (bilinear), semseg and depth (nearest) to `height` x `width`; other keys are dropped.
+
+    Depth values are kept: resizing the whole image changes the focal length in pixels, not the distance
+    of the scene (unlike `scale_crop`, which zooms at a fixed field of view). Already that size: not resampled.
+    """
+    if example["image"].shape[:2] == (height, width):
+        return {key: example[key] for key in ("image", "semseg", "depth")}
+    full = (height, width)
+    window = (0, 0, height, width)
+    return {"image": _resample_window(example["image"], full, window, Image.BILINEAR, 0),
+            "semseg": _resample_window(example["semseg"], full, window, Image.NEAREST, IGNORE_LABEL),
+            "depth": _resample_window(np.asarray(example["depth"], np.float32), full, window, Image.NEAREST, 0.0)}
+
+
 def random_scale_crop(example: dict, rng: np.random.Generator, scale_range: tuple[float, float]) -> dict:
     """`scale_crop` with a scale uniform in `scale_range` and a uniformly random window position."""
     lo, hi = scale_range

@@ -54,8 +54,13 @@ class MultiHeadSelfAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
-        """Returns [B, N, D] in `dtype`; `mask` [B, N] boolean (True = real token) or None."""
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None, train: bool = False,
+                 query_pos: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Returns [B, N, D] in `dtype`; `mask` [B, N] boolean (True = real token) or None.
+
+        `query_pos` [B or 1, N, D] (or None) is added to the queries after their projection, split into
+        heads like them (report 003's positional embedding "on the queries"); keys and values keep none.
+        """
         b, n, d = x.shape
         if self.num_heads < 1 or d % self.num_heads:
             raise ValueError(f"MultiHeadSelfAttention: width {d} is not divisible by num_heads {self.num_heads}")
@@ -63,9 +68,13 @@ class MultiHeadSelfAttention(nn.Module):
         qkv = nn.Dense(3 * d, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=self.kernel_init,
                        name="qkv")(x)
         qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
+        q = qkv[0]
+        if query_pos is not None:
+            pos = jnp.broadcast_to(query_pos, (b, n, d)).astype(q.dtype)
+            q = q + pos.reshape(b, n, self.num_heads, head_dim).transpose(0, 2, 1, 3)
         dropout = None
         if self.dropout_rate > 0:
             dropout = nn.Dropout(self.dropout_rate, deterministic=not train, name="attn_drop")
-        out = self.attention_fn(qkv[0], qkv[1], qkv[2], mask, dropout)
+        out = self.attention_fn(q, qkv[1], qkv[2], mask, dropout)
         out = out.transpose(0, 2, 1, 3).reshape(b, n, d)
         return nn.Dense(d, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out)

@@ -8,6 +8,8 @@ from typing import Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxvision.layers.depthwise import DepthwiseConv
+
 NORMS = ("batch", "group")
 
 # PyTorch's kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (out_channels * kh * kw)), not truncated.
@@ -20,6 +22,13 @@ def conv_padding(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], 
     return ((p, p), (p, p))
 
 
+def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """torchvision's / timm's `_make_divisible`: nearest multiple of `divisor` (at least `divisor`), bumped up by
+    `divisor` when below `round_limit` * `value` (0: never, as timm's SEModule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < round_limit * value else rounded
+
+
 def check_norm(norm: str) -> None:
     """Raises a ValueError naming `norm` unless it is 'batch' or 'group'."""
     if norm not in NORMS:
@@ -27,8 +36,9 @@ def check_norm(norm: str) -> None:
 
 
 def make_norm(norm: str, train: bool, features: int, num_groups: int = 32, zero_init: bool = False,
-              dtype=jnp.float32, name: str | None = None) -> nn.Module:
-    """BatchNorm (PyTorch momentum 0.1, eps 1e-5) or GroupNorm with gcd(num_groups, features) groups.
+              dtype=jnp.float32, name: str | None = None, norm_eps: float = 1e-5) -> nn.Module:
+    """BatchNorm (PyTorch momentum 0.1) or GroupNorm with gcd(num_groups, features) groups, both with epsilon
+    `norm_eps` (PyTorch's default 1e-5).
 
     `zero_init` sets the initial scale (gamma) to 0. Under `jax.jit` with the batch sharded over a
     mesh, BatchNorm's batch means are global.
@@ -36,9 +46,9 @@ def make_norm(norm: str, train: bool, features: int, num_groups: int = 32, zero_
     check_norm(norm)
     scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
     if norm == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=norm_eps, dtype=dtype,
                             scale_init=scale_init, name=name)
-    return nn.GroupNorm(num_groups=math.gcd(num_groups, features), epsilon=1e-5, dtype=dtype,
+    return nn.GroupNorm(num_groups=math.gcd(num_groups, features), epsilon=norm_eps, dtype=dtype,
                         scale_init=scale_init, name=name)
 
 
@@ -46,7 +56,8 @@ class ConvNormAct(nn.Module):
     """k x k conv (no bias) -> BatchNorm | GroupNorm -> activation (None: no activation).
 
     Padding is `dilation * (k - 1) // 2` on each side, as in PyTorch, so strided convs sample
-    the same pixels. Submodules are named 'conv' and 'norm'.
+    the same pixels. `norm_eps` is the norm's epsilon. Submodules are named 'conv' and 'norm'. A depthwise
+    conv (groups == features == input channels) is a `DepthwiseConv`, fast on CPU.
     """
 
     features: int
@@ -56,16 +67,19 @@ class ConvNormAct(nn.Module):
     groups: int = 1
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     activation: Callable | None = nn.relu
     zero_init_norm: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), strides=self.stride,
+        depthwise = 1 < self.groups == self.features == x.shape[-1]
+        x = (DepthwiseConv if depthwise else nn.Conv)(
+                    self.features, (self.kernel_size, self.kernel_size), strides=self.stride,
                     padding=conv_padding(self.kernel_size, self.dilation), kernel_dilation=self.dilation,
                     feature_group_count=self.groups, use_bias=False, dtype=self.dtype,
                     kernel_init=kaiming_normal_fan_out, name="conv")(x)
         x = make_norm(self.norm, train, self.features, self.num_groups, self.zero_init_norm, self.dtype,
-                      name="norm")(x)
+                      name="norm", norm_eps=self.norm_eps)(x)
         return x if self.activation is None else self.activation(x)

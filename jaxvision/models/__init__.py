@@ -5,8 +5,12 @@ from jaxvision.models.registry import create, create_from_config, list_models, m
 from jaxvision.models.deeplab import ContextDecoder, DeepLabV3Plus, TaskHeads
 from jaxvision.models.efficientnet import EfficientNet, MBConv, StochasticDepth
 from jaxvision.models.mobilenet import InvertedResidual, MobileNetV2
+from jaxvision.models.multitask import DeepLabV3PlusBranched, DeepLabV3PlusDistillation, TaskAttention
+from jaxvision.models.regnet import RegNet, ResBottleneckBlock
 from jaxvision.models.resnet import ResNet, ResidualBlock
 from jaxvision.models.vit import VisionTransformer
 
-__all__ = ["ContextDecoder", "DeepLabV3Plus", "EfficientNet", "InvertedResidual", "MBConv", "MobileNetV2", "ResNet",
-           "ResidualBlock", "StochasticDepth", "TaskHeads", "VisionTransformer", "create", "create_from_config", "list_models", "model_options", "register"]
+__all__ = ["ContextDecoder", "DeepLabV3Plus", "DeepLabV3PlusBranched", "DeepLabV3PlusDistillation", "EfficientNet",
+           "InvertedResidual", "MBConv", "MobileNetV2", "RegNet", "ResBottleneckBlock", "ResNet", "ResidualBlock",
+           "StochasticDepth", "TaskAttention", "TaskHeads", "VisionTransformer", "create", "create_from_config",
+           "list_models", "model_options", "register"]

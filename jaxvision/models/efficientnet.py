@@ -4,7 +4,8 @@ Parameter names follow torchvision's order: `stem` (features.0), `block{i}` (the
 numbered 1.. over all stages) with `expand` (absent when the expansion ratio is 1), `depthwise`, `se` (`fc1|fc2`)
 and `project`, `last_conv` (features.8) and `head` (classifier.1); the convs hold `conv|norm`.
 
-BatchNorm uses the layers' epsilon 1e-5 (torchvision's EfficientNet uses 1e-3), which changes no parameter count.
+BatchNorm's epsilon `norm_eps` is 1e-5 as in torchvision's and timm's efficientnet_b0..b3 (1e-3 is EfficientNetV2's and
+the TF ports').
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.conv import ConvNormAct, check_norm, make_divisible
 from jaxvision.layers.stochastic_depth import StochasticDepth
-from jaxvision.models.mobilenet import OUTPUT_STRIDES, InvertedResidual, make_divisible
+from jaxvision.models.mobilenet import OUTPUT_STRIDES, InvertedResidual
 from jaxvision.models.registry import register
 
 # MBConv stages of EfficientNet-B0: (expand ratio, kernel, stride, in channels, out channels, layers).
@@ -32,6 +33,7 @@ class MBConv(InvertedResidual):
 
     activation: Callable = nn.silu
     squeeze_excite: bool = True
+    norm_eps: float = 1e-5
 
 
 @register("efficientnet_b3", variant="b3")
@@ -40,7 +42,8 @@ class MBConv(InvertedResidual):
 @register("efficientnet_b0", variant="b0")
 class EfficientNet(nn.Module):
     """torchvision EfficientNet-B0..B3. `num_classes` None or 0: no classifier head. `dropout` None: the variant's
-    (0.2, 0.2, 0.3, 0.3). `drop_path_rate` grows linearly from 0 at the first block as in torchvision.
+    (0.2, 0.2, 0.3, 0.3). `drop_path_rate` grows linearly from 0 at the first block as in torchvision. `norm_eps`:
+    every norm's epsilon (1e-5 in torchvision and timm; 1e-3 for TF-ported weights).
 
     `output_stride` 16 / 8 trades the strides from that point on for dilation as MobileNetV2 does.
     """
@@ -52,6 +55,7 @@ class EfficientNet(nn.Module):
     dropout: float | None = None
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
@@ -77,7 +81,7 @@ class EfficientNet(nn.Module):
         """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True` the dict
         {4, 8, 16, 32} -> output of the last stage at that nominal stride (24, 40, 112, 320 channels for B0,
         scaled by the width multiplier; the stride-32 map is the last block's, before the 1x1 head conv)."""
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, norm_eps=self.norm_eps, dtype=self.dtype)
         w, d = self.width_multiplier, self.depth_multiplier
         stages = [(t, k, s, make_divisible(c_in * w), make_divisible(c_out * w), int(math.ceil(n * d)))
                   for t, k, s, c_in, c_out, n in STAGES]

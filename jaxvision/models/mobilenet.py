@@ -12,7 +12,7 @@ from typing import Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.conv import ConvNormAct, check_norm, make_divisible
 from jaxvision.layers.se import SqueezeExcite
 from jaxvision.layers.stochastic_depth import StochasticDepth
 from jaxvision.models.registry import register
@@ -20,12 +20,6 @@ from jaxvision.models.registry import register
 # Inverted residual stages (expansion t, channels c, blocks n, stride s) of torchvision's MobileNetV2.
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 OUTPUT_STRIDES = (8, 16, 32)
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """torchvision's `_make_divisible`: nearest multiple of `divisor` (at least `divisor`), never below 90%."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class InvertedResidual(nn.Module):
@@ -44,11 +38,12 @@ class InvertedResidual(nn.Module):
     drop_path_rate: float = 0.0
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, norm_eps=self.norm_eps, dtype=self.dtype)
         channels = x.shape[-1]
         hidden = make_divisible(channels * self.expansion)  # torchvision's adjust_channels(in, expand_ratio)
         y = x
@@ -69,7 +64,8 @@ class InvertedResidual(nn.Module):
 @register("mobilenet_v2_050", width_multiplier=0.5)
 @register("mobilenet_v2")
 class MobileNetV2(nn.Module):
-    """torchvision MobileNetV2. `num_classes` None or 0: no classifier head (dropout 0.2 before it).
+    """torchvision MobileNetV2. `num_classes` None or 0: no classifier head (dropout 0.2 before it). `norm_eps`:
+    every norm's epsilon.
 
     `output_stride` 16 / 8 trades the strides from that point on for dilation as DeepLab's MobileNetV2 does:
     a block that would stride keeps the running dilation and multiplies it for the blocks after it.
@@ -81,6 +77,7 @@ class MobileNetV2(nn.Module):
     dropout: float = 0.2
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
@@ -96,7 +93,7 @@ class MobileNetV2(nn.Module):
         """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True` the dict
         {4, 8, 16, 32} -> output of the last block at that nominal stride (24, 32, 96, 320 channels at width 1;
         timm's features_only convention: the stride-32 map is the last block's, not the 1x1 1280-channel conv's)."""
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, norm_eps=self.norm_eps, dtype=self.dtype)
         w = self.width_multiplier
         x = x.astype(self.dtype)
         x = ConvNormAct(make_divisible(32 * w), 3, 2, activation=nn.relu6, name="stem", **kw)(x, train)

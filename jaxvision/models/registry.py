@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 _REGISTRY: dict[str, Callable] = {}
 # Flax Module constructor arguments that are not model options.
@@ -83,3 +83,28 @@ def create_from_config(model_config, **overrides: Any):
             raise ValueError(f"model config field 'model.{field}' is not an option of model '{name}'; "
                              f"accepted: {', '.join(options)}")
     return create(name, **{k: _to_tuples(v) for k, v in fields.items()})
+
+
+def options_from_args(name: str, args: Sequence[str]) -> dict[str, Any]:
+    """Model options of `name` from command-line `['--model.num_classes=10', ...]`, typed like their defaults.
+
+    ConfigError (a usage error) for an unknown model, a malformed argument or an unknown option.
+    """
+    import ml_collections  # noqa: PLC0415
+    from jaxvision.config import ConfigError, apply_override  # noqa: PLC0415
+
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model '{name}'; available: {', '.join(list_models())}")
+    options = model_options(name)
+    parsed = ml_collections.ConfigDict()
+    defaults = None
+    for arg in args:
+        key, sep, text = arg.removeprefix("--model.").partition("=")
+        if not arg.startswith("--model.") or not sep:
+            raise ConfigError(f"unrecognised argument '{arg}' (model options look like --model.num_classes=10)")
+        if key not in options:
+            raise ConfigError(f"model '{name}' has no option '{key}'; accepted: {', '.join(options)}")
+        defaults = defaults or create(name)
+        parsed[key] = getattr(defaults, key)
+        apply_override(parsed, key, text)  # parses `text` into the type of the default
+    return {key: _to_tuples(value) for key, value in parsed.to_dict().items()}

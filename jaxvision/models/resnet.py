@@ -2,7 +2,8 @@
 
 Parameter names follow torchvision so weights map one to one: `stem` (conv1 + bn1),
 `layer{i}_{j}` (layer{i}.{j}) with `conv{k}/conv|norm` (conv{k} / bn{k}) and `downsample/conv|norm`
-(downsample.0 / .1), `head` (fc); an SE block's `se/fc1|fc2` follow timm (se.fc1 / se.fc2).
+(downsample.0 / .1), `head` (fc); an SE block's `se/fc1|fc2` follow timm (se.fc1 / se.fc2), with timm's squeeze
+width make_divisible(C / 16, 8, round_limit=0) (at least 8).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.layers.conv import ConvNormAct, check_norm, make_divisible
 from jaxvision.layers.se import SqueezeExcite
 from jaxvision.models.registry import register
 
@@ -18,8 +19,21 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
 EXPANSION = {"basic": 1, "bottleneck": 4}
-# Which of layer2..layer4 trade their stride for dilation (torchvision's replace_stride_with_dilation).
-DILATED_STAGES = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def dilated_stages(strides: tuple[int, ...], output_stride: int, stride: int) -> list[tuple[int, int, int]]:
+    """torchvision's replace_stride_with_dilation for stages with `strides` entered at `stride`: a stage that would
+    pass `output_stride` keeps stride 1 and multiplies the running dilation by its stride. Returns per stage
+    (stride, dilation of the first block: the previous one, dilation of the other blocks)."""
+    stages, dilation = [], 1
+    for s in strides:
+        first_dilation = dilation
+        if stride * s > output_stride:
+            dilation, s = dilation * s, 1
+        stride *= s
+        stages.append((s, first_dilation, dilation))
+    return stages
 
 
 class ResidualBlock(nn.Module):
@@ -31,7 +45,7 @@ class ResidualBlock(nn.Module):
 
     Bottleneck only: the 3x3 conv has `groups` groups and int(width * width_per_group / 64) * groups
     channels (torchvision's ResNeXt). `se` gates the last norm's output by squeeze-and-excitation
-    (reduction 16) before the residual add.
+    (timm's squeeze width: C / 16 rounded to a multiple of 8, at least 8) before the residual add.
     """
 
     width: int
@@ -40,6 +54,7 @@ class ResidualBlock(nn.Module):
     dilation: int = 1
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     zero_init_residual: bool = True
     groups: int = 1
     width_per_group: int = 64
@@ -52,7 +67,7 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, norm_eps=self.norm_eps, dtype=self.dtype)
         out_features = self.width * EXPANSION[self.kind]
         if self.kind == "basic":
             y = ConvNormAct(self.width, 3, self.stride, self.dilation, name="conv1", **kw)(x, train)
@@ -65,7 +80,8 @@ class ResidualBlock(nn.Module):
             y = ConvNormAct(out_features, 1, activation=None, zero_init_norm=self.zero_init_residual,
                             name="conv3", **kw)(y, train)
         if self.se:
-            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
+            y = SqueezeExcite(squeeze_channels=make_divisible(out_features / 16, round_limit=0), dtype=self.dtype,
+                              name="se")(y)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != out_features:
             shortcut = ConvNormAct(out_features, 1, self.stride, activation=None, name="downsample", **kw)(x, train)
@@ -93,6 +109,7 @@ class ResNet(nn.Module):
     """torchvision ResNet. `num_classes` None or 0: no classifier head.
 
     `groups` / `width_per_group` make the bottlenecks ResNeXt's; `se` adds squeeze-and-excitation to every block.
+    `norm_eps`: every norm's epsilon.
 
     `output_stride` 16 / 8 replaces the stride of layer4 / layer3+layer4 by dilation as
     torchvision's `replace_stride_with_dilation` does: the running dilation is multiplied by the
@@ -104,6 +121,7 @@ class ResNet(nn.Module):
     output_stride: int = 32
     norm: str = "batch"
     num_groups: int = 32
+    norm_eps: float = 1e-5
     zero_init_residual: bool = True
     groups: int = 1
     width_per_group: int = 64
@@ -114,7 +132,7 @@ class ResNet(nn.Module):
         if self.depth not in DEPTHS:
             raise ValueError(f"ResNet depth {self.depth} is unknown; choose one of {', '.join(map(str, DEPTHS))}")
         check_block_options(DEPTHS[self.depth][0], self.groups, self.width_per_group)
-        if self.output_stride not in DILATED_STAGES:
+        if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"ResNet output_stride {self.output_stride} is unsupported; choose 8, 16 or 32")
         check_norm(self.norm)
         super().__post_init__()
@@ -123,20 +141,15 @@ class ResNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
         """Logits [B, num_classes] float32 (pooled features without a head), or with `features=True`
         the dict {4: layer1, 8: layer2, 16: layer3, 32: layer4} keyed by nominal stride."""
-        kw = dict(norm=self.norm, num_groups=self.num_groups, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, norm_eps=self.norm_eps, dtype=self.dtype)
         block_kw = dict(kw, zero_init_residual=self.zero_init_residual, groups=self.groups,
                         width_per_group=self.width_per_group, se=self.se)
         kind, blocks = DEPTHS[self.depth]
         x = ConvNormAct(64, 7, 2, name="stem", **kw)(x.astype(self.dtype), train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         feats = {}
-        dilation = 1
-        for i, (width, num_blocks) in enumerate(zip(STAGE_WIDTHS, blocks)):
-            stride = 1 if i == 0 else 2
-            first_dilation = dilation
-            if i > 0 and DILATED_STAGES[self.output_stride][i - 1]:
-                dilation *= stride
-                stride = 1
+        stages = dilated_stages((1, 2, 2, 2), self.output_stride, 4)
+        for i, (width, num_blocks, (stride, first_dilation, dilation)) in enumerate(zip(STAGE_WIDTHS, blocks, stages)):
             for j in range(num_blocks):
                 x = ResidualBlock(width, kind, stride if j == 0 else 1, first_dilation if j == 0 else dilation,
                                   name=f"layer{i + 1}_{j}", **block_kw)(x, train)

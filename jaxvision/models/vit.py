@@ -8,10 +8,12 @@ A conv kernel is HWIO here and OIHW in PyTorch; Dense kernels are the transposed
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxvision.layers.attention import MultiHeadSelfAttention, trunc_normal_02
+from jaxvision.layers.attention import MultiHeadSelfAttention, dot_product_attention, trunc_normal_02
 from jaxvision.layers.decoder import resize_bilinear
 from jaxvision.models.registry import register
 
@@ -58,7 +60,10 @@ class EncoderBlock(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
 
     `dropout_rate` drops the attention and MLP outputs (timm's proj_drop / mlp drop);
-    `attention_dropout_rate` drops attention weights (timm's attn_drop).
+    `attention_dropout_rate` drops attention weights (timm's attn_drop); `attention_fn` is the
+    attention kernel (see `jaxvision.layers.attention.dot_product_attention`).
+    Optional positional embeddings [B or 1, N, D] at call time: `input_pos` is added to the tokens that
+    enter norm1 (the residual branch keeps the tokens without it), `query_pos` to the projected queries.
     """
 
     num_heads: int
@@ -67,12 +72,14 @@ class EncoderBlock(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    attention_fn: Callable = dot_product_attention
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool, mask: jnp.ndarray | None = None) -> jnp.ndarray:
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
-        y = MultiHeadSelfAttention(self.num_heads, self.qkv_bias, self.attention_dropout_rate, dtype=self.dtype,
-                                   name="attn")(y, mask, train)
+    def __call__(self, x: jnp.ndarray, train: bool, mask: jnp.ndarray | None = None,
+                 query_pos: jnp.ndarray | None = None, input_pos: jnp.ndarray | None = None) -> jnp.ndarray:
+        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x if input_pos is None else x + input_pos)
+        y = MultiHeadSelfAttention(self.num_heads, self.qkv_bias, self.attention_dropout_rate, self.attention_fn,
+                                   dtype=self.dtype, name="attn")(y, mask, train, query_pos)
         x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
         return x + Mlp(int(x.shape[-1] * self.mlp_ratio), self.dropout_rate, self.dtype, name="mlp")(y, train)

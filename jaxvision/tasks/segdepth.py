@@ -9,19 +9,27 @@ from jaxvision import losses, metrics, visualize
 
 
 class SegDepthTask:
-    """Cross-entropy + SI-log training; mIoU, SI-log RMSE, `total` and the depth metrics for eval."""
+    """Cross-entropy + depth loss training (`config.loss`: depth loss, weighting, deep supervision, see
+    jaxvision/losses.py); mIoU, SI-log RMSE, `total` and the depth metrics for eval."""
 
     main_metrics = ("total", "miou", "silog_rmse", "abs_rel", "rmse", "delta1")
 
     def __init__(self, config):
+        losses.check_loss_config(config.loss)
         self.loss_config = config.loss
         self.num_classes = config.data.num_classes
 
-    def loss(self, outputs: dict, batch: dict):
-        return losses.segdepth_loss(outputs, batch, self.loss_config)
+    def init_loss_params(self) -> dict:
+        """Learnable loss parameters, trained and checkpointed with the model's (TrainState.params['loss']):
+        the log-variances of weighting 'uncertainty', {} otherwise."""
+        return losses.init_loss_params(self.loss_config)
+
+    def loss(self, outputs: dict, batch: dict, loss_params: dict | None = None):
+        return losses.segdepth_loss(outputs, batch, self.loss_config, loss_params)
 
     def eval_sums(self, outputs: dict, batch: dict) -> dict:
-        """Per-batch sums that add up over the dataset (padded examples masked out)."""
+        """Per-batch sums that add up over the dataset (padded examples masked out); outputs['aux'] is
+        not evaluated."""
         mask = batch.get("mask")
         pred_labels = jnp.argmax(outputs["semseg"], axis=-1)
         sums = metrics.depth_metric_sums(outputs["depth"], batch["depth"], mask=mask)
@@ -33,7 +41,8 @@ class SegDepthTask:
         return metrics.finalize(sums["confusion"], depth_sums)
 
     def format(self, results: dict) -> str:
-        return metrics.format_table(results, class_names=visualize.CITYSCAPES_CLASSES)
+        names = visualize.CITYSCAPES_CLASSES if self.num_classes == len(visualize.CITYSCAPES_CLASSES) else None
+        return metrics.format_table(results, class_names=names)
 
     def save_predictions(self, path: str, batch: dict, outputs: dict, max_rows: int) -> None:
         """PNG grid: input, predicted / true segmentation, predicted / true depth."""

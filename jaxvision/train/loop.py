@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from jaxvision import models, visualize
@@ -29,6 +30,8 @@ from jaxvision.train.state import (TrainState, create_train_state, make_eval_ste
                                    state_to_tree, tree_to_state)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# model.* config fields the trainer reads, not model options: converted encoder weights to start from.
+TRAINER_MODEL_FIELDS = ("encoder_weights",)
 
 
 class WorkdirError(RuntimeError):
@@ -62,26 +65,70 @@ def prepare_workdir(workdir: str) -> str:
 
 
 def build_model(config):
-    """The model of `config.model` with the compute dtype of `config.train`."""
+    """The model of `config.model` (less the trainer's fields, `TRAINER_MODEL_FIELDS`) with the compute dtype of
+    `config.train`."""
     dtype_name = config.train.compute_dtype
     if dtype_name not in COMPUTE_DTYPES:
         raise ValueError(f"train.compute_dtype '{dtype_name}' is unknown; choose one of {', '.join(COMPUTE_DTYPES)}")
-    return models.create_from_config(config.model, dtype=COMPUTE_DTYPES[dtype_name])
+    fields = {k: v for k, v in config.model.to_dict().items() if k not in TRAINER_MODEL_FIELDS}
+    return models.create_from_config(fields, dtype=COMPUTE_DTYPES[dtype_name])
+
+
+def load_encoder_weights(config, state: TrainState, mesh) -> TrainState:
+    """`state` with the encoder's params and batch stats replaced by the converted weights named by
+    `config.model.encoder_weights` (a `jaxvision convert-weights` directory; empty or absent: `state` unchanged).
+
+    The weights must be of model `config.model.encoder` with every encoder variable, shaped as in `state`;
+    a classifier 'head' (weights converted with num_classes > 0) is ignored, so either conversion works.
+    Raises ValueError naming the directory otherwise.
+    """
+    weights_dir = config.model.get("encoder_weights", "")
+    if not weights_dir:
+        return state
+    from jaxvision.convert import load_pretrained  # noqa: PLC0415  (Orbax restore; only runs when asked)
+    encoder = config.model.get("encoder", "")
+    if not encoder or "encoder" not in state.params:
+        raise ValueError(f"model.encoder_weights={weights_dir}: model '{config.model.name}' has no encoder "
+                         f"(model.encoder) to initialise")
+    variables, metadata = load_pretrained(weights_dir)
+    if metadata.get("model") != encoder:
+        raise ValueError(f"model.encoder_weights={weights_dir} holds '{metadata.get('model')}' weights, but "
+                         f"model.encoder is '{encoder}'")
+    current = {"params": state.params["encoder"], "batch_stats": state.batch_stats.get("encoder", {})}
+    loaded = {col: {k: v for k, v in variables.get(col, {}).items() if k != "head"} for col in current}
+    want = {k: np.shape(v) for k, v in traverse_util.flatten_dict(current).items()}
+    have = {k: np.shape(v) for k, v in traverse_util.flatten_dict(loaded).items()}
+    problems = sorted({"/".join(k) + (" missing" if k in want else " unexpected") for k in want.keys() ^ have.keys()}
+                      | {f"{'/'.join(k)} {list(have[k])} vs {list(want[k])}" for k in want.keys() & have.keys()
+                         if have[k] != want[k]})
+    if problems:
+        raise ValueError(f"model.encoder_weights={weights_dir} does not fit the encoder {encoder} of this config "
+                         f"({len(problems)} differences): {'; '.join(problems[:8])}")
+    loaded = jax.device_put(jax.tree.map(lambda w, c: np.asarray(w, c.dtype), loaded, current),
+                            parallel.replicated(mesh))
+    print(f"encoder initialised from {weights_dir} ({metadata.get('source')} {encoder})", flush=True)
+    return state.replace(params={**state.params, "encoder": loaded["params"]},
+                         batch_stats={**state.batch_stats, "encoder": loaded["batch_stats"]} if loaded["batch_stats"]
+                         else state.batch_stats)
 
 
 def initial_state(config, model, mesh) -> TrainState:
+    """A fresh state: the model's variables and the task's learnable loss parameters (if any), replicated."""
     tx, _ = make_optimizer(config, config.train.num_steps)
     shape = (1, config.data.height, config.data.width, 3)
-    init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape), out_shardings=parallel.replicated(mesh))
+    loss_params = get_task(config).init_loss_params()
+    init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape, loss_params),
+                   out_shardings=parallel.replicated(mesh))
     return init(jax.random.PRNGKey(config.seed))
 
 
 def restore_or_init(config, model, mesh, checkpointer: Checkpointer, step: int | None = None) -> TrainState:
-    """The state at `step` (default: latest checkpoint), or a fresh one when the workdir has none."""
+    """The state at `step` (default: latest checkpoint), or a fresh one when the workdir has none (with the
+    converted encoder weights of `model.encoder_weights`, if any)."""
     state = initial_state(config, model, mesh)
     step = checkpointer.latest_step() if step is None else step
     if step is None:
-        return state
+        return load_encoder_weights(config, state, mesh)
     tree = checkpointer.restore(step, state_to_tree(state))
     return tree_to_state(tree, state)
 
@@ -214,8 +261,8 @@ def evaluate(config, workdir: str, step: int | None = None, write: bool = True) 
     if write and jax.process_index() == 0:
         step = int(parallel.to_host(state.step))
         table = task.format(results)
-        _write_atomic(os.path.join(workdir, "eval_metrics.md"), f"# eval at step {step}\n\n{table}\n")
-        _write_atomic(os.path.join(workdir, "eval_metrics.json"),
+        write_atomic(os.path.join(workdir, "eval_metrics.md"), f"# eval at step {step}\n\n{table}\n")
+        write_atomic(os.path.join(workdir, "eval_metrics.json"),
                       json.dumps({"step": step, **{k: _jsonable(v) for k, v in results.items()}}, indent=2))
     batch, outputs = _first_predictions(config, state, mesh)
     if write and jax.process_index() == 0:
@@ -244,7 +291,7 @@ def _jsonable(value):
     return [None if not np.isfinite(v) else float(v) for v in array.ravel()]
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)

@@ -1,4 +1,9 @@
-"""Train state and the jitted train / eval steps."""
+"""Train state and the jitted train / eval steps.
+
+A task may have learnable loss parameters (e.g. the log-variances of uncertainty weighting): they live
+in `TrainState.params[LOSS_PARAMS]` next to the model's parameters, so the optimizer trains them and
+checkpoints hold them like any weight; the model is applied to `model_params(params)` only.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,15 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+LOSS_PARAMS = "loss"
+
+
+def model_params(params):
+    """`params` without the task's loss parameters (the variables the model is applied with)."""
+    if LOSS_PARAMS not in params:
+        return params
+    return {k: v for k, v in params.items() if k != LOSS_PARAMS}
 
 
 class TrainState(struct.PyTreeNode):
@@ -22,14 +36,24 @@ class TrainState(struct.PyTreeNode):
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     def variables(self) -> dict:
-        return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": model_params(self.params), "batch_stats": self.batch_stats}
 
 
-def create_train_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> TrainState:
-    """Initialises the model on a dummy batch of `input_shape` (NHWC)."""
+def create_train_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...],
+                       loss_params: dict | None = None) -> TrainState:
+    """Initialises the model on a dummy batch of `input_shape` (NHWC).
+
+    `loss_params` (a task's `init_loss_params()`), when not empty, is stored as params[LOSS_PARAMS]
+    and trained by `tx` with the model's parameters; `make_train_step` then passes it to the loss.
+    """
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init({"params": init_rng, "dropout": init_rng}, jnp.zeros(input_shape, jnp.float32), train=False)
     params = variables["params"]
+    if loss_params:
+        if LOSS_PARAMS in params:
+            raise ValueError(f"the model has a parameter group named '{LOSS_PARAMS}', the name reserved for the "
+                             f"task's loss parameters")
+        params = {**params, LOSS_PARAMS: loss_params}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -58,16 +82,22 @@ def _split_microbatches(batch: dict, num: int) -> dict:
 def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1) -> Callable:
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
-    `loss_fn(outputs, batch) -> (loss, aux_dict)`. With `grad_accum_steps > 1` the batch is split
-    into micro-batches whose gradients are averaged (BatchNorm statistics advance per micro-batch).
+    `loss_fn(outputs, batch) -> (loss, aux_dict)`; when the state has loss parameters (params[LOSS_PARAMS])
+    it is called as `loss_fn(outputs, batch, loss_params=...)` and their gradients are applied too.
+    With `grad_accum_steps > 1` the batch is split into micro-batches whose gradients are averaged
+    (BatchNorm statistics advance per micro-batch).
     A non-finite loss leaves the state unchanged and reports `nonfinite = 1`.
     """
 
     def train_step(state: TrainState, batch: dict):
         def micro_loss(params, batch_stats, micro_batch, rng):
-            outputs, updates = state.apply_fn({"params": params, "batch_stats": batch_stats}, micro_batch["image"],
-                                              train=True, mutable=["batch_stats"], rngs={"dropout": rng})
-            loss, aux = loss_fn(outputs, micro_batch)
+            outputs, updates = state.apply_fn({"params": model_params(params), "batch_stats": batch_stats},
+                                              micro_batch["image"], train=True, mutable=["batch_stats"],
+                                              rngs={"dropout": rng})
+            if LOSS_PARAMS in params:
+                loss, aux = loss_fn(outputs, micro_batch, loss_params=params[LOSS_PARAMS])
+            else:
+                loss, aux = loss_fn(outputs, micro_batch)
             return loss, (aux, updates.get("batch_stats", batch_stats))
 
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
