@@ -295,3 +295,50 @@ def test_training_starts_from_the_converted_encoder(converted_resnet18, tmp_path
     assert want.keys() <= params.keys()
     assert all(np.array_equal(params[k], a) for k, a in want.items())
     assert json.load(open(os.path.join(workdir, "config.json")))["model"]["encoder_weights"] == weights_dir
+
+
+# --------------------------------------------------------------------------------------------- adaptive depth
+
+ADAPTIVE = dict(SMALL, bin_count=16, bin_dim=16, bin_heads=2, bin_layers=1)
+
+
+@pytest.mark.parametrize("source", ["encoder", "decoder", "aspp"])
+def test_adaptive_depth_model_sources_and_contract(source):
+    model = models.create("deeplabv3plus_adaptive", depth_latents=source, **ADAPTIVE)
+    outputs, variables = abstract_init_with_output(model)
+    assert {k: (v.shape, v.dtype) for k, v in outputs.items()} == {
+        "semseg": ((2, 32, 64, 19), jnp.float32), "depth": ((2, 32, 64), jnp.float32)}
+    expected = {"encoder", "context_decoder", "heads", "depth_head"} | ({"latent_aspp"} if source == "aspp" else set())
+    assert set(variables["params"]) == expected
+    assert set(variables["params"]["heads"]) == {"head_semseg"}  # depth comes from the bins, not a 1x1 head
+    # Latents of the source's width are projected to bin_dim by a linear layer only when the widths differ.
+    width = {"encoder": 512, "decoder": 16, "aspp": 256}[source]
+    head = variables["params"]["depth_head"]["transformer"]
+    assert ("latent_proj" in head) == (width != 16)
+
+
+def test_adaptive_depth_head_parameters_at_report_003_setting():
+    """Report 003 Table 3: transformer blocks 2,369,280 (3 layers, dim 256, expansion 4), Conv3x3 590,080,
+    bin projection 257; with the lowest ResNet-18 features the latents also get a 512 -> 256 Linear (131,328)."""
+    c = counts("deeplabv3plus_adaptive", encoder="resnet18")
+    assert c["depth_head"] == 2_369_280 + 590_080 + 257 + 131_328
+    assert c["encoder"] == 11_176_512
+
+
+def test_adaptive_depth_trains_a_step_and_rejects_bad_options():
+    model = models.create("deeplabv3plus_adaptive", **ADAPTIVE)
+    variables = _random_variables(model, SHAPE)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=SHAPE), jnp.float32)
+
+    def loss(params):
+        out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.PRNGKey(0)})
+        return jnp.mean(jnp.log(jnp.maximum(out["depth"], 1e-3)) ** 2) + jnp.mean(out["semseg"] ** 2)
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    flat = traverse_util.flatten_dict(grads["depth_head"])
+    assert all(np.isfinite(np.asarray(g)).all() for g in flat.values())
+    assert sum(bool(np.any(np.asarray(g) != 0)) for g in flat.values()) == len(flat)
+    with pytest.raises(ValueError, match="depth_latents 'pixels' is unknown"):
+        models.create("deeplabv3plus_adaptive", depth_latents="pixels")
+    with pytest.raises(ValueError, match="needs a \\('depth', 1\\) task"):
+        models.create("deeplabv3plus_adaptive", tasks=(("semseg", 19),))

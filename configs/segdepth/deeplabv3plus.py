@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
         output_stride=16,
         aspp_rates=(6, 12, 18),
         aspp_channels=256,
+        use_aspp=True,           # False: a 1x1 conv instead of ASPP (the reports' ablation)
         skip_channels=48,
         decoder_channels=256,
         tasks=(("semseg", 19), ("depth", 1)),

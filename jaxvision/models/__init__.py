@@ -2,6 +2,7 @@
 
 from jaxvision.models.registry import create, create_from_config, list_models, model_options, register
 # Importing the model modules registers their models.
+from jaxvision.models.adaptive import DeepLabV3PlusAdaptive
 from jaxvision.models.deeplab import ContextDecoder, DeepLabV3Plus, TaskHeads
 from jaxvision.models.efficientnet import EfficientNet, MBConv, StochasticDepth
 from jaxvision.models.mobilenet import InvertedResidual, MobileNetV2
@@ -10,7 +11,7 @@ from jaxvision.models.regnet import RegNet, ResBottleneckBlock
 from jaxvision.models.resnet import ResNet, ResidualBlock
 from jaxvision.models.vit import VisionTransformer
 
-__all__ = ["ContextDecoder", "DeepLabV3Plus", "DeepLabV3PlusBranched", "DeepLabV3PlusDistillation", "EfficientNet",
+__all__ = ["ContextDecoder", "DeepLabV3PlusAdaptive", "DeepLabV3Plus", "DeepLabV3PlusBranched", "DeepLabV3PlusDistillation", "EfficientNet",
            "InvertedResidual", "MBConv", "MobileNetV2", "RegNet", "ResBottleneckBlock", "ResNet", "ResidualBlock",
            "StochasticDepth", "TaskAttention", "TaskHeads", "VisionTransformer", "create", "create_from_config",
            "list_models", "model_options", "register"]
