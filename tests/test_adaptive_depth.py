@@ -126,7 +126,7 @@ def test_constant_queries_give_the_mean_of_the_centres(bins):
 # ---------------------------------------------------------------- the whole head against numpy
 
 def np_encoder_block(x, bp, heads, query_pos=None, input_pos=None):
-    """vit.EncoderBlock in numpy: fused qkv (q | k | v, heads contiguous), positional embeddings as the report."""
+    """transformer.EncoderBlock in numpy: fused qkv (q | k | v, heads contiguous), positional embeddings as the report."""
     d = x.shape[-1]
     qkv = np_dense(np_ln(x if input_pos is None else x + input_pos, bp["norm1"]), bp["attn"]["qkv"])
     q, k, v = qkv[:, :d], qkv[:, d:2 * d], qkv[:, 2 * d:]

@@ -12,7 +12,7 @@ from jaxvision.layers.attention import dot_product_attention
 from jaxvision.layers.cross_attention import ClassTokenCrossAttention, MultiHeadCrossAttention
 from jaxvision.layers.latent_transformer import LatentTransformer
 
-EPS = 1e-6  # vit.LN_EPS
+EPS = 1e-6  # transformer.LN_EPS
 erf = np.vectorize(math.erf)
 
 

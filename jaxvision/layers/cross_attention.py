@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.attention import dot_product_attention, trunc_normal_02
-from jaxvision.models.vit import LN_EPS, Mlp
+from jaxvision.layers.transformer import LN_EPS, Mlp
 
 
 class MultiHeadCrossAttention(nn.Module):

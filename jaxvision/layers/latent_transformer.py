@@ -2,7 +2,7 @@
 
 `extract_latents` is the reports' LatentsExtractor: a bilinear resize (align_corners=False, no
 antialiasing, as F.interpolate) of the feature map to an E x E grid, E = sqrt(num_latents), flattened
-row-major to [B, E*E, C]. `LatentTransformer` runs pre-norm transformer blocks (vit.EncoderBlock,
+row-major to [B, E*E, C]. `LatentTransformer` runs pre-norm transformer blocks (transformer.EncoderBlock,
 which is the reports' TransformerBlock: x + attn(LN(x)), x + MLP(LN(x)), GELU MLP of `expansion` x
 width) over those latents, after an optional channel projection and with an optional learnable
 positional embedding. It gives the learnable bins of the adaptive depth head (report 003 problem 4)
@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from jaxvision.layers.attention import dot_product_attention, trunc_normal_02
 from jaxvision.layers.decoder import resize_bilinear
-from jaxvision.models.vit import EncoderBlock
+from jaxvision.layers.transformer import EncoderBlock
 
 PROJECTIONS = ("linear", "conv", "none")
 POS_EMBEDS = (None, "query", "input")
