@@ -342,3 +342,72 @@ def test_adaptive_depth_trains_a_step_and_rejects_bad_options():
         models.create("deeplabv3plus_adaptive", depth_latents="pixels")
     with pytest.raises(ValueError, match="needs a \\('depth', 1\\) task"):
         models.create("deeplabv3plus_adaptive", tasks=(("semseg", 19),))
+
+
+# --------------------------------------------------------------------------------------------- transformer (P5)
+
+TRANSFORMER = dict(ADAPTIVE, seg_latents=16, seg_dim=16, seg_heads=2, seg_layers=1)
+DEPTH_BRANCH = {"depth_decoder", "latent_aspp", "depth_head"}
+
+
+@pytest.mark.parametrize("seg_attention, semseg_branch", [
+    ("self", {"semseg_aspp", "semseg_transformer", "semseg_decoder", "heads"}),
+    ("cross", {"semseg_aspp", "semseg_decoder", "semseg_cross_attention"})])
+def test_transformer_model_branches_are_separate(seg_attention, semseg_branch):
+    model = models.create("deeplabv3plus_transformer", seg_attention=seg_attention, **TRANSFORMER)
+    out, v = abstract_init_with_output(model)
+    assert {k: (o.shape, o.dtype) for k, o in out.items()} == {
+        "semseg": ((2, 32, 64, 19), jnp.float32), "depth": ((2, 32, 64), jnp.float32)}
+    assert set(v["params"]) == {"encoder"} | DEPTH_BRANCH | semseg_branch
+    # Each output depends on the shared encoder and its own branch only (traced, not computed).
+    names = sorted(v["params"])
+    for key, own in (("semseg", semseg_branch), ("depth", DEPTH_BRANCH)):
+        def output(batch_stats, params):
+            return model.apply({"batch_stats": batch_stats, "params": params}, jnp.zeros(SHAPE), train=False)[key]
+        jaxpr = jax.make_jaxpr(output)(v["batch_stats"], v["params"]).jaxpr
+        live = _reaching_outputs(jaxpr)
+        offset = len(jaxpr.invars) - len(jax.tree.leaves(v["params"]))
+        for name in names:  # the params' leaves come last, in sorted-key order
+            n = len(jax.tree.leaves(v["params"][name]))
+            reached = bool(set(jaxpr.invars[offset:offset + n]) & live)
+            assert reached == (name in own | {"encoder"}), (key, name)
+            offset += n
+
+
+def test_transformer_model_parameters_at_report_003_setting():
+    """The semseg self-attention stack is report 003's 3-block, 256-wide transformer (Table 3: 2,369,280); the
+    depth head is Problem 4's with ASPP latents (256 wide: no latent projection)."""
+    c = counts("deeplabv3plus_transformer", encoder="resnet18")
+    assert c["semseg_transformer"] == 2_369_280
+    assert c["depth_head"] == 2_369_280 + 590_080 + 257
+    assert c["latent_aspp"] == c["semseg_aspp"]
+    cross = counts("deeplabv3plus_transformer", encoder="resnet18", seg_attention="cross")
+    # 3 cross blocks of width 256 (separate q / kv norms: +512 each over a self-attention block) + 19 class tokens.
+    assert cross["semseg_cross_attention"] == 2_369_280 + 3 * 512 + 19 * 256
+
+
+def test_transformer_model_trains_every_parameter_and_rejects_bad_options():
+    model = models.create("deeplabv3plus_transformer", **TRANSFORMER)
+    variables = _random_variables(model, SHAPE)
+    x = jnp.asarray(np.random.default_rng(1).uniform(size=SHAPE), jnp.float32)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, x, train=False)
+        return jnp.mean(jnp.log(jnp.maximum(out["depth"], 1e-3)) ** 2) + jnp.mean(out["semseg"] ** 2)
+    grads = traverse_util.flatten_dict(jax.jit(jax.grad(loss), compiler_options=FAST_COMPILE)(variables["params"]))
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+    assert [k for k, g in grads.items() if not np.any(np.asarray(g) != 0)] == []
+    with pytest.raises(ValueError, match="seg_attention 'both' is unknown"):
+        models.create("deeplabv3plus_transformer", seg_attention="both")
+    with pytest.raises(ValueError, match="exactly 'semseg' and 'depth'"):
+        models.create("deeplabv3plus_transformer", tasks=(("semseg", 19), ("depth", 1), ("normals", 3)))
+
+
+def test_transformer_config_builds_the_report_model():
+    from jaxvision.config import load_config
+    from jaxvision.train.loop import build_model
+    path = os.path.join(os.path.dirname(QUICKSTART), "segdepth", "transformer.py")
+    model = build_model(load_config(path, ["--config.model.seg_attention=cross"]))
+    assert type(model) is models.DeepLabV3PlusTransformer
+    assert (model.encoder, model.output_stride, model.depth_latents, model.seg_attention) == \
+        ("resnet18", 16, "aspp", "cross")

@@ -9,9 +9,11 @@ from jaxvision.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxvision.models.multitask import DeepLabV3PlusBranched, DeepLabV3PlusDistillation, TaskAttention
 from jaxvision.models.regnet import RegNet, ResBottleneckBlock
 from jaxvision.models.resnet import ResNet, ResidualBlock
+from jaxvision.models.transformer_multitask import DeepLabV3PlusTransformer
 from jaxvision.models.vit import VisionTransformer
 
-__all__ = ["ContextDecoder", "DeepLabV3PlusAdaptive", "DeepLabV3Plus", "DeepLabV3PlusBranched", "DeepLabV3PlusDistillation", "EfficientNet",
-           "InvertedResidual", "MBConv", "MobileNetV2", "RegNet", "ResBottleneckBlock", "ResNet", "ResidualBlock",
+__all__ = ["ContextDecoder", "DeepLabV3Plus", "DeepLabV3PlusAdaptive", "DeepLabV3PlusBranched",
+           "DeepLabV3PlusDistillation", "DeepLabV3PlusTransformer", "EfficientNet", "InvertedResidual", "MBConv",
+           "MobileNetV2", "RegNet", "ResBottleneckBlock", "ResNet", "ResidualBlock",
            "StochasticDepth", "TaskAttention", "TaskHeads", "VisionTransformer", "create", "create_from_config",
            "list_models", "model_options", "register"]

@@ -47,12 +47,9 @@ class DeepLabV3PlusAdaptive(DeepLabV3Plus):
             raise ValueError(f"deeplabv3plus_adaptive needs a ('depth', 1) task, got tasks {self.tasks}")
         super().__post_init__()
 
-    @nn.compact
-    def __call__(self, images: jnp.ndarray, train: bool) -> dict:
-        feats = self.encode(images, train)
-        decoded = self.context_decoder("context_decoder")(feats[32], feats[4], train)
-        other_tasks = tuple((t, c) for t, c in self.tasks if t != "depth")
-        outputs = TaskHeads(other_tasks, self.dtype, name="heads")(decoded, images.shape[1:3]) if other_tasks else {}
+    def adaptive_depth(self, feats: dict, decoded: jnp.ndarray, size: tuple[int, int], train: bool) -> jnp.ndarray:
+        """Depth [B,H,W] from the bins of the `depth_latents` features ('latent_aspp' for 'aspp', 'depth_head');
+        `decoded` are the stride-4 decoder features (the pixel queries, and the 'decoder' latents)."""
         if self.depth_latents == "encoder":
             latents = feats[32]
         elif self.depth_latents == "decoder":
@@ -63,5 +60,13 @@ class DeepLabV3PlusAdaptive(DeepLabV3Plus):
         head = AdaptiveDepthHead(num_bins=self.bin_count, dim=self.bin_dim, num_heads=self.bin_heads,
                                  num_layers=self.bin_layers, expansion=self.bin_expansion, bins=self.bin_mode,
                                  dtype=self.dtype, name="depth_head")
-        outputs["depth"] = head(latents, decoded, images.shape[1:3], train)
+        return head(latents, decoded, size, train)
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool) -> dict:
+        feats = self.encode(images, train)
+        decoded = self.context_decoder("context_decoder")(feats[32], feats[4], train)
+        other_tasks = tuple((t, c) for t, c in self.tasks if t != "depth")
+        outputs = TaskHeads(other_tasks, self.dtype, name="heads")(decoded, images.shape[1:3]) if other_tasks else {}
+        outputs["depth"] = self.adaptive_depth(feats, decoded, images.shape[1:3], train)
         return outputs
