@@ -4,6 +4,7 @@
     jaxvision eval  --config configs/quickstart.py --workdir runs/qs [--step N]
     jaxvision bench train --config configs/quickstart.py [--steps 20]
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
+    jaxvision bench attention [--out DIR] [--kinds vanilla,dct-0.25] [--lengths 128,1024] [--max-batch 8]
     jaxvision models [--filter SUBSTRING]
     jaxvision profile --model resnet50 --input 1x224x224x3 [--model.num_classes=10 ...] [--json FILE]
     jaxvision convert-weights --from torchvision|timm --model resnet34 --in FILE.pth|.safetensors --out DIR
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = with_config(sub.add_parser("train", help="train (resumes from the workdir's latest checkpoint)"))
     train.add_argument("--workdir", required=True)
-    ev = sub.add_parser("eval", help="evaluate a checkpoint; writes metrics tables and predictions.png")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint; writes metrics tables and predictions")
     ev.add_argument("--config", help="config file (default: the workdir's config.json)")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
@@ -45,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--warmup", type=int, default=3)
     bd = with_config(bench_sub.add_parser("data", help="input pipeline images/s alone"))
     bd.add_argument("--batches", type=int, default=50)
+    ba = bench_sub.add_parser("attention", help="thesis Table 4.1 / Figure 4.2: time and peak memory per attention kind")
+    ba.add_argument("--out", default="bench_attention", help="folder for attention.md / .csv / .png")
+    ba.add_argument("--parts", default="transformer,attention", help="transformer (Table 4.1), attention (Fig. 4.2)")
+    ba.add_argument("--kinds", default=None, help="attention specs for both parts, e.g. vanilla,dct-0.25,fused")
+    ba.add_argument("--lengths", default=None, help="Figure 4.2 sequence lengths (default 128,...,8192)")
+    ba.add_argument("--max-batch", type=int, default=None, help="cap the batch (per-sample numbers stay comparable)")
+    ba.add_argument("--max-gb", type=float, default=8.0, help="compile but do not run points above this peak")
+    ba.add_argument("--repeats", type=int, default=10)
+    ba.add_argument("--warmup", type=int, default=2)
 
     ls = sub.add_parser("models", help="list the registered models with their parameter counts")
     ls.add_argument("--filter", default="", help="only names containing this substring")
@@ -69,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_bench_attention(args) -> None:
+    from jaxvision import attention_bench as ab
+    kinds = ab.parse_list(args.kinds) if args.kinds else None
+    if kinds:
+        ab.check_kinds(kinds)
+    points = ab.run(parts=ab.parse_list(args.parts), table_kinds=kinds or ab.TABLE_KINDS,
+                    figure_kinds=kinds or ab.FIGURE_KINDS,
+                    lengths=ab.parse_list(args.lengths, int) if args.lengths else ab.FIGURE_LENGTHS,
+                    max_batch=args.max_batch, max_bytes=args.max_gb * 2.0 ** 30, repeats=args.repeats,
+                    warmup=args.warmup)
+    print(ab.markdown(points))
+    print("wrote " + ", ".join(ab.write_results(points, args.out)))
+
+
 def _load(config_path: str | None, overrides: list[str], workdir: str | None = None):
     from jaxvision.config import config_from_json, load_config, parse_overrides, apply_override
     if config_path:
@@ -91,7 +115,11 @@ def run(argv: list[str]) -> int:
         config = _load(args.config, overrides, args.workdir)
         results = evaluate(config, args.workdir, args.step)
         _print_results(config, results)
-        print(f"wrote {os.path.join(os.path.abspath(args.workdir), 'eval_metrics.md')} and predictions.png")
+        written = [f for f in ("eval_metrics.md", "predictions.png", "predictions.md")
+                   if os.path.exists(os.path.join(args.workdir, f))]
+        print(f"wrote {', '.join(written)} in {os.path.abspath(args.workdir)}")
+    elif args.command == "bench" and args.bench_command == "attention":
+        _cmd_bench_attention(args)
     elif args.command == "bench":
         from jaxvision.train import bench
         config = _load(args.config, overrides)
@@ -147,17 +175,19 @@ def _cmd_profile(args, overrides: list[str]) -> None:
 
 def _param_count(name: str) -> int | None:
     """Parameters (not batch statistics) of model `name` with its defaults, from an abstract init on a
-    1x64x64x3 input (shapes only, no compute); None when that init fails."""
+    1x64x64x3 image or, for text models, 1x16 token ids (shapes only, no compute); None when both fail."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from jaxvision import models
-    try:
-        model = models.create(name)
-        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False))
-    except Exception:  # noqa: BLE001  a model that cannot take the small input is listed without a count
-        return None
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
+    model = models.create(name)
+    for example in (jnp.zeros((1, 64, 64, 3)), jnp.ones((1, 16), jnp.int32)):
+        try:
+            variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example, train=False))
+        except Exception:  # noqa: BLE001  a model that cannot take this input: try the next, else no count
+            continue
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
+    return None
 
 
 def _models_table(substring: str = "") -> str:

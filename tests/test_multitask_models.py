@@ -411,3 +411,19 @@ def test_transformer_config_builds_the_report_model():
     assert type(model) is models.DeepLabV3PlusTransformer
     assert (model.encoder, model.output_stride, model.depth_latents, model.seg_attention) == \
         ("resnet18", 16, "aspp", "cross")
+
+
+def test_transformer_model_runs_with_dct_attention_and_keeps_the_parameters():
+    vanilla = models.create("deeplabv3plus_transformer", **TRANSFORMER)
+    dct = models.create("deeplabv3plus_transformer", attention="dct-0.25", **TRANSFORMER)
+    out, v = abstract_init_with_output(dct)
+    assert out["semseg"].shape == (2, 32, 64, 19) and out["depth"].shape == (2, 32, 64)
+    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, abstract_init(vanilla, SHAPE))
+    x = jnp.asarray(np.random.default_rng(2).uniform(size=SHAPE), jnp.float32)
+    variables = _random_variables(vanilla, SHAPE)
+    a = vanilla.apply(variables, x, train=False)
+    b = dct.apply(variables, x, train=False)
+    # The same weights with another attention change both branches' transformer outputs, nothing else breaks.
+    assert not np.allclose(a["depth"], b["depth"]) and not np.allclose(a["semseg"], b["semseg"])
+    with pytest.raises(ValueError, match="sparse"):
+        models.create("deeplabv3plus_transformer", attention="sparse-0.5")

@@ -127,3 +127,33 @@ def test_attention_dropout_only_in_training():
     assert not np.allclose(np.asarray(train_out), np.asarray(eval_out))
     with pytest.raises(ValueError, match="num_heads 3"):
         MultiHeadSelfAttention(3).init(jax.random.PRNGKey(0), x)
+
+
+# ----------------------------------------------------------------------------------------------- attention kinds
+
+def test_attention_kinds_share_the_vanilla_param_tree():
+    shapes = {spec: jax.tree.map(jnp.shape, abstract_init(registry.create("vit_tiny_patch16", attention=spec),
+                                                           (1, 224, 224, 3))["params"])
+              for spec in ("vanilla", "dct-0.25", "dct_fft-0.5", "nystrom-0.125", "linformer-0.125")}
+    linformer = shapes.pop("linformer-0.125")
+    assert all(s == shapes["vanilla"] for s in shapes.values())
+    # The spec reaches every block: linformer adds its sequence projections, [197, round(0.125 * 197)].
+    for i in range(12):
+        attn = linformer[f"blocks_{i}"]["attn"]
+        assert attn.pop("seq_proj_k") == attn.pop("seq_proj_v") == (197, 25)
+    assert linformer == shapes["vanilla"]
+
+
+@pytest.mark.parametrize("spec", ["dct-0.25", pytest.param("dct_fft-0.5", marks=pytest.mark.slow)])
+def test_dct_vit_tiny_runs_forward_and_grad(spec):
+    # 64 x 64 input: n = 1 + 4 x 4 = 17 tokens, so n_bar = 4 ("dct-0.25") or 8 ("dct_fft-0.5")
+    model = registry.create("vit_tiny_patch16", num_classes=3, image_size=64, attention=spec)
+    r = np.random.default_rng(0)
+    v = jax.tree.map(lambda s: jnp.asarray(r.normal(size=s.shape) * 0.05, s.dtype),
+                     abstract_init(model, (1, 64, 64, 3)))
+    x = jnp.asarray(r.uniform(size=(2, 64, 64, 3)), jnp.float32)
+    loss, grads = jax.jit(jax.value_and_grad(lambda v: jnp.sum(model.apply(v, x, train=False) ** 2)))(v)
+    assert np.isfinite(loss) and loss > 0
+    g = grads["params"]
+    assert np.all([np.all(np.isfinite(a)) for a in jax.tree.leaves(g)])
+    assert float(jnp.abs(g["blocks_0"]["attn"]["qkv"]["kernel"]).max()) > 0  # the attention is on the gradient path

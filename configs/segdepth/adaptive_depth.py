@@ -6,6 +6,7 @@ expansion 4, no positional embedding; Adam 1e-4. The report's comparison is one 
   --config.model.depth_latents=decoder | aspp        (aspp: 8 heads, 6 layers in the report)
   --config.model.bin_dim=512 --config.model.bin_heads=8
   --config.model.bin_expansion=8   --config.model.bin_layers=6   --config.model.bin_mode=adabins
+and the efficient attention of issue 5 in the bins' transformer: --config.model.attention=dct-0.25
 """
 
 import os
@@ -24,4 +25,5 @@ def get_config():
     config.model.bin_layers = 3
     config.model.bin_expansion = 4.0
     config.model.bin_mode = "linear"         # linear (report 003) | adabins
+    config.model.attention = "vanilla"       # self-attention spec: vanilla | dct-0.25 | nystrom-0.125 | ...
     return config

@@ -13,6 +13,7 @@ worker threads with `data.prefetch` batches read ahead.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable, Iterator
 
@@ -20,6 +21,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from jaxvision import text
 from jaxvision.data import cityscapes, nyu, synthetic, transforms
 
 SPLITS = ("train", "val")
@@ -48,18 +50,44 @@ def _nyu_depth_v2(data_config: ml_collections.ConfigDict, split: str) -> nyu.NYU
                           data_config.get("label_map", "") or None)
 
 
-# miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py).
+def _text_corpus(data_config: ml_collections.ConfigDict, split: str) -> text.TextCorpus:
+    """`{data.root}/{split}.txt` (train.txt, val.txt)."""
+    return text.TextCorpus(os.path.join(_root(data_config), f"{split}.txt"), data_config.tokenizer,
+                           data_config.max_len, data_config.separator)
+
+
+def _imdb(data_config: ml_collections.ConfigDict, split: str) -> text.IMDbReviews:
+    """aclImdb's train / test split (evaluation uses the test split, as the thesis reports)."""
+    return text.IMDbReviews(_root(data_config), {"train": "train", "val": "test"}[split], data_config.tokenizer,
+                            data_config.max_len)
+
+
+def _long_range(data_config: ml_collections.ConfigDict, split: str) -> text.LongRangeMajority:
+    num = data_config.num_train if split == "train" else data_config.num_val
+    return text.LongRangeMajority(split, num, data_config.max_len, data_config.min_len, data_config.vocab_size,
+                                  data_config.max_count)
+
+
+# miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py). Text sources: jaxvision/text.
 _SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes, "cityscapes": _cityscapes,
-                                 "miniscapes": _cityscapes, "nyu_depth_v2": _nyu_depth_v2}
+                                 "miniscapes": _cityscapes, "nyu_depth_v2": _nyu_depth_v2,
+                                 "text_corpus": _text_corpus, "imdb": _imdb, "long_range": _long_range}
 
 
 def get_source(data_config: ml_collections.ConfigDict, split: str):
-    """The random-access source (`__len__`, `__getitem__` -> example dict) named by `data_config.name`."""
+    """The random-access source (`__len__`, `__getitem__` -> example dict) named by `data_config.name`.
+
+    A text source is wrapped for masked-language modelling when `data_config.mask_prob` > 0
+    (with `data_config.max_predictions` slots, see jaxvision/text/masking.py).
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if data_config.name not in _SOURCES:
         raise ValueError(f"data.name={data_config.name!r} is not a known dataset; known: {sorted(_SOURCES)}")
-    return _SOURCES[data_config.name](data_config, split)
+    source = _SOURCES[data_config.name](data_config, split)
+    if isinstance(source, text.TokenSource) and data_config.get("mask_prob", 0.0) > 0:
+        source = text.MaskedTokens(source, data_config.mask_prob, data_config.max_predictions)
+    return source
 
 
 def num_eval_examples(data_config: ml_collections.ConfigDict) -> int:
@@ -92,12 +120,27 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, global_batch_siz
                         process_count: int | None = None) -> Iterator[dict]:
     """Infinite iterator of this process's share of the global training batches, from `start_step` on.
 
-    Yields {'image' float32 [b, H, W, 3] in [0, 1], 'semseg' int32 [b, H, W], 'depth' float32 [b, H, W]}
-    with b = global_batch_size // process_count (see the module docstring for the ordering guarantees).
+    Image sources yield {'image' float32 [b, H, W, 3] in [0, 1], 'semseg' int32 [b, H, W], 'depth' float32
+    [b, H, W]}, text sources their `train_example`s (jaxvision/text/sources.py), with
+    b = global_batch_size // process_count (see the module docstring for the ordering guarantees).
     """
     p, n, local_batch = _process_share(global_batch_size, process_index, process_count, "train batch size")
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
+    seed = int(seed) % 2**32
+    source = get_source(data_config, "train")
+    stream = (grain.MapDataset.source(source)
+              .shuffle(seed=seed)                # reshuffled every epoch (seed + epoch)
+              .repeat(_MAX_EXAMPLES // len(source))
+              .random_map(_train_transform(data_config, source), seed=seed))   # RNG from (seed, global position)
+    blocks = stream.batch(local_batch)[start_step * n + p::n]  # block p of every global batch
+    return iter(blocks.to_iter_dataset(_read_options(data_config)))
+
+
+def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable:
+    """`(example, rng) -> model-ready example`: a text source's own, else the image augmentation of data.augment."""
+    if isinstance(source, text.TokenSource):
+        return source.train_example
     aug = data_config.augment
     scale_range = tuple(aug.scale_range)
 
@@ -105,14 +148,7 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, global_batch_siz
         example = transforms.augment(example, rng, aug.flip, scale_range, aug.color_jitter)
         return transforms.to_model_inputs(example)
 
-    seed = int(seed) % 2**32
-    source = get_source(data_config, "train")
-    stream = (grain.MapDataset.source(source)
-              .shuffle(seed=seed)                # reshuffled every epoch (seed + epoch)
-              .repeat(_MAX_EXAMPLES // len(source))
-              .random_map(augment, seed=seed))   # RNG from (seed, global position)
-    blocks = stream.batch(local_batch)[start_step * n + p::n]  # block p of every global batch
-    return iter(blocks.to_iter_dataset(_read_options(data_config)))
+    return augment
 
 
 def _padding_example(height: int, width: int) -> dict:
@@ -126,19 +162,25 @@ def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, 
                        process_count: int | None = None) -> Iterator[dict]:
     """One pass over the 'val' split, unaugmented, in global batches of `batch_size` (this process's share).
 
-    The last global batch is padded to full size with examples whose 'mask' is 0 (image 0, semseg 255,
-    depth 0); real examples have 'mask' 1. Every process yields the same number of batches.
+    The last global batch is padded to full size with examples whose 'mask' is 0 (images: image 0,
+    semseg 255, depth 0; text: the source's `padding_example`); real examples have 'mask' 1. Every
+    process yields the same number of batches.
     """
     p, n, local_batch = _process_share(batch_size, process_index, process_count, "eval batch size")
     source = get_source(data_config, "val")
     num = len(source)
     padded = math.ceil(num / batch_size) * batch_size
-    pad = _padding_example(data_config.height, data_config.width)
+    if isinstance(source, text.TokenSource):
+        pad = {**source.padding_example(), "mask": np.float32(0)}
+        prepare = lambda i: source.eval_example(source[i], i)  # noqa: E731
+    else:
+        pad = _padding_example(data_config.height, data_config.width)
+        prepare = lambda i: transforms.to_model_inputs(source[i])  # noqa: E731
 
     def load(i: int) -> dict:
         if i >= num:
             return pad
-        return {**transforms.to_model_inputs(source[i]), "mask": np.float32(1)}
+        return {**prepare(i), "mask": np.float32(1)}
 
     blocks = grain.MapDataset.range(padded).map(load).batch(local_batch)[p::n]
     return iter(blocks.to_iter_dataset(_read_options(data_config)))

@@ -80,6 +80,7 @@ class AdaptiveDepthHead(nn.Module):
     initial_depth: float = 10.0
     attention_fn: Callable = dot_product_attention
     dtype: jnp.dtype = jnp.float32
+    attention: str = "vanilla"
 
     def __post_init__(self):
         check_latent_options(self.num_bins, self.dim, self.num_heads, self.projection, self.pos_embed)
@@ -93,7 +94,7 @@ class AdaptiveDepthHead(nn.Module):
     def __call__(self, latent_source: jnp.ndarray, pixel_features: jnp.ndarray, out_size: tuple[int, int],
                  train: bool, return_bins: bool = False):
         tokens = LatentTransformer(self.num_bins, self.dim, self.num_heads, self.num_layers, self.expansion,
-                                   self.dropout, self.projection, self.pos_embed, self.attention_fn, self.dtype,
+                                   self.dropout, self.projection, self.pos_embed, self.attention_fn, self.dtype, self.attention,
                                    name="transformer")(latent_source, train)  # the learnable bins [B, N, dim]
         linear = self.bins == "linear"  # adabins: no bias, a softmax ignores it
         raw = nn.Dense(1, use_bias=linear, dtype=self.dtype, kernel_init=trunc_normal_02,

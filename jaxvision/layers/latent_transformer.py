@@ -69,7 +69,8 @@ class LatentTransformer(nn.Module):
     map); 'none' requires C == dim. `pos_embed`: None (the report's final choice), 'query' (a learnable
     [1, N, dim] embedding added to the projected queries of every block, the report's snippet 8) or
     'input' (added to the tokens entering every block's attention norm). `dropout` drops attention
-    weights in training (needs a 'dropout' rng). `expansion` is the MLP width ratio.
+    weights in training (needs a 'dropout' rng). `expansion` is the MLP width ratio. `attention` is the
+    blocks' attention spec (jaxvision/layers/efficient_attention.py: "vanilla", "dct-0.25", ...).
     """
 
     num_latents: int | None = 256
@@ -82,6 +83,7 @@ class LatentTransformer(nn.Module):
     pos_embed: str | None = None
     attention_fn: Callable = dot_product_attention
     dtype: jnp.dtype = jnp.float32
+    attention: str = "vanilla"
 
     def __post_init__(self):
         check_latent_options(self.num_latents, self.dim, self.num_heads, self.projection, self.pos_embed)
@@ -106,7 +108,7 @@ class LatentTransformer(nn.Module):
             query_pos, input_pos = (pos, None) if self.pos_embed == "query" else (None, pos)
         for i in range(self.num_layers):
             tokens = EncoderBlock(self.num_heads, self.expansion, attention_dropout_rate=self.dropout,
-                                  dtype=self.dtype, attention_fn=self.attention_fn,
+                                  dtype=self.dtype, attention_fn=self.attention_fn, attention=self.attention,
                                   name=f"blocks_{i}")(tokens, train, query_pos=query_pos, input_pos=input_pos)
         if not as_map:
             return tokens

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.attention import MultiHeadSelfAttention, dot_product_attention, trunc_normal_02
+from jaxvision.layers.efficient_attention import make_attention, parse_attention_spec
 
 LN_EPS = 1e-6
 
@@ -36,8 +37,10 @@ class EncoderBlock(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
 
     `dropout_rate` drops the attention and MLP outputs (timm's proj_drop / mlp drop);
-    `attention_dropout_rate` drops attention weights (timm's attn_drop); `attention_fn` is the
-    attention kernel (see `jaxvision.layers.attention.dot_product_attention`).
+    `attention_dropout_rate` drops attention weights (timm's attn_drop). `attention` is the attention
+    spec of `jaxvision.layers.efficient_attention.make_attention` ("vanilla", "dct-0.25", "nystrom-32",
+    ...); every kind keeps the `attn/qkv|proj` parameters. `attention_fn`, the kernel of the vanilla
+    attention (see `jaxvision.layers.attention.dot_product_attention`), can only be changed with "vanilla".
     Optional positional embeddings [B or 1, N, D] at call time: `input_pos` is added to the tokens that
     enter norm1 (the residual branch keeps the tokens without it), `query_pos` to the projected queries.
     """
@@ -49,13 +52,22 @@ class EncoderBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
     attention_fn: Callable = dot_product_attention
+    attention: str = "vanilla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool, mask: jnp.ndarray | None = None,
                  query_pos: jnp.ndarray | None = None, input_pos: jnp.ndarray | None = None) -> jnp.ndarray:
         y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x if input_pos is None else x + input_pos)
-        y = MultiHeadSelfAttention(self.num_heads, self.qkv_bias, self.attention_dropout_rate, self.attention_fn,
-                                   dtype=self.dtype, name="attn")(y, mask, train, query_pos)
+        if parse_attention_spec(self.attention).kind == "vanilla":
+            attn = MultiHeadSelfAttention(self.num_heads, self.qkv_bias, self.attention_dropout_rate,
+                                          self.attention_fn, dtype=self.dtype, name="attn")
+        elif self.attention_fn is not dot_product_attention:
+            raise ValueError(f"EncoderBlock: attention_fn is only used with attention='vanilla', got "
+                             f"attention={self.attention!r}")
+        else:
+            attn = make_attention(self.attention, self.num_heads, self.qkv_bias, self.attention_dropout_rate,
+                                  self.dtype, name="attn")
+        y = attn(y, mask, train, query_pos)
         x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
         return x + Mlp(int(x.shape[-1] * self.mlp_ratio), self.dropout_rate, self.dtype, name="mlp")(y, train)

@@ -11,7 +11,9 @@ pixel's depth is the softmax-weighted sum of the bin values, the weights from th
 * 'aspp': an ASPP of its own ('latent_aspp', 256 channels) on the lowest encoder features.
 
 The `bin_*` fields are the head's options (number of bins = latents, width, heads, layers, MLP
-expansion, 'linear' report bins or 'adabins'). Output: {'semseg': logits [B,H,W,C], 'depth': metres [B,H,W]}.
+expansion, 'linear' report bins or 'adabins'); `attention` is the bins' self-attention spec ("vanilla",
+"dct-0.25", ... of jaxvision/layers/efficient_attention.py).
+Output: {'semseg': logits [B,H,W,C], 'depth': metres [B,H,W]}.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flax import linen as nn
 
 from jaxvision.layers.adaptive_depth import AdaptiveDepthHead
 from jaxvision.layers.aspp import ASPP
+from jaxvision.layers.efficient_attention import parse_attention_spec
 from jaxvision.models.deeplab import DeepLabV3Plus, TaskHeads, aspp_rates_at
 from jaxvision.models.registry import register
 
@@ -39,12 +42,14 @@ class DeepLabV3PlusAdaptive(DeepLabV3Plus):
     bin_layers: int = 3
     bin_expansion: float = 4.0
     bin_mode: str = "linear"
+    attention: str = "vanilla"
 
     def __post_init__(self):
         if self.depth_latents not in LATENT_SOURCES:
             raise ValueError(f"depth_latents '{self.depth_latents}' is unknown; choose one of {', '.join(LATENT_SOURCES)}")
         if dict(self.tasks).get("depth") != 1:
             raise ValueError(f"deeplabv3plus_adaptive needs a ('depth', 1) task, got tasks {self.tasks}")
+        parse_attention_spec(self.attention)
         super().__post_init__()
 
     def adaptive_depth(self, feats: dict, decoded: jnp.ndarray, size: tuple[int, int], train: bool) -> jnp.ndarray:
@@ -59,7 +64,7 @@ class DeepLabV3PlusAdaptive(DeepLabV3Plus):
                            norm=self.norm, dtype=self.dtype, name="latent_aspp")(feats[32], train)
         head = AdaptiveDepthHead(num_bins=self.bin_count, dim=self.bin_dim, num_heads=self.bin_heads,
                                  num_layers=self.bin_layers, expansion=self.bin_expansion, bins=self.bin_mode,
-                                 dtype=self.dtype, name="depth_head")
+                                 attention=self.attention, dtype=self.dtype, name="depth_head")
         return head(latents, decoded, size, train)
 
     @nn.compact

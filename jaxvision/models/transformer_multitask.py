@@ -13,7 +13,8 @@ A symmetric branched model in which both tasks use attention after the shared (d
   - 'cross' (Snippet 11): ASPP -> decoder -> learnable class tokens cross-attending to the per-pixel
     decoder features ('semseg_cross_attention'); logits = <class token, pixel feature>.
 
-Options are `deeplabv3plus_adaptive`'s (encoder, ASPP rates, channels, `bin_*`) plus `seg_*`. Outputs:
+Options are `deeplabv3plus_adaptive`'s (encoder, ASPP rates, channels, `bin_*`, `attention`: the spec of every
+self-attention block, e.g. "dct-0.25"; the class-token cross-attention stays softmax attention) plus `seg_*`. Outputs:
 {'semseg': logits [B,H,W,C] float32, 'depth': metres [B,H,W] float32}; tasks must be semseg and depth.
 """
 
@@ -67,7 +68,7 @@ class DeepLabV3PlusTransformer(DeepLabV3PlusAdaptive):
         classes = dict(self.tasks)["semseg"]
         if self.seg_attention == "self":
             grid = LatentTransformer(self.seg_latents, self.seg_dim, self.seg_heads, self.seg_layers,
-                                     self.seg_expansion, self.seg_dropout, dtype=self.dtype,
+                                     self.seg_expansion, self.seg_dropout, dtype=self.dtype, attention=self.attention,
                                      name="semseg_transformer")(context, train, as_map=True)
             seg_features = decoder("semseg_decoder")(grid, feats[4], train)
             semseg = TaskHeads((("semseg", classes),), self.dtype, name="heads")(seg_features, size)["semseg"]

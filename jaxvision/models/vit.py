@@ -45,7 +45,10 @@ class VisionTransformer(nn.Module):
     `image_size` (int or (H, W)) sets the number of learned position embeddings, 1 + (H/p)(W/p);
     another input size (a multiple of `patch_size`) bilinearly resizes the patch position
     embeddings to its grid on the fly (the class token's is kept). Input H and W must be multiples
-    of `patch_size`.
+    of `patch_size`. `attention` is every block's attention spec
+    (`jaxvision.layers.efficient_attention.make_attention`: "vanilla", "dct-0.25", "nystrom-0.125", ...);
+    its sequence is the class token then the patches, n = 1 + (H/p)(W/p), so "dct-0.25" at 224 keeps
+    round(0.25 * 197) = 49 DCT coefficients. The parameters are the same for every kind but linformer.
     """
 
     hidden_size: int = 768
@@ -59,6 +62,7 @@ class VisionTransformer(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    attention: str = "vanilla"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -89,7 +93,8 @@ class VisionTransformer(nn.Module):
 
         for i in range(self.depth):
             x = EncoderBlock(self.num_heads, self.mlp_ratio, self.qkv_bias, self.dropout_rate,
-                             self.attention_dropout_rate, self.dtype, name=f"blocks_{i}")(x, train)
+                             self.attention_dropout_rate, self.dtype, attention=self.attention,
+                             name=f"blocks_{i}")(x, train)
         x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
         if features:
             return {p: x[:, 1:].reshape(b, grid[0], grid[1], self.hidden_size)}

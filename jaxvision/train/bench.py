@@ -9,7 +9,7 @@ import time
 import jax
 
 from jaxvision.data import pipeline
-from jaxvision.tasks import get_task
+from jaxvision.tasks import get_task, model_input_keys
 from jaxvision.train import parallel
 from jaxvision.train.loop import initial_state, build_model
 from jaxvision.train.state import make_train_step
@@ -26,7 +26,8 @@ def bench_train(config, num_steps: int = 20, warmup: int = 3) -> dict:
     mesh = parallel.make_mesh()
     task, model = get_task(config), build_model(config)
     state = initial_state(config, model, mesh)
-    step_fn = jax.jit(make_train_step(task.loss, config.train.grad_accum_steps), donate_argnums=0)
+    step_fn = jax.jit(make_train_step(task.loss, config.train.grad_accum_steps, model_input_keys(task)),
+                      donate_argnums=0)
     batches = pipeline.make_train_iterator(config.data, config.train.batch_size, config.seed, 0, 0, 1)
     batch = parallel.shard_batch(next(batches), mesh)
     compile_start = time.perf_counter()
@@ -48,7 +49,8 @@ def bench_train(config, num_steps: int = 20, warmup: int = 3) -> dict:
 
 def _context(config) -> dict:
     return {"model": f"{config.model.name}/{config.model.get('encoder', '')}",
-            "resolution": f"{config.data.height}x{config.data.width}", "batch_size": config.train.batch_size,
+            "input": (f"{config.data.height}x{config.data.width}" if "height" in config.data
+                      else f"{config.data.max_len} tokens"), "batch_size": config.train.batch_size,
             "devices": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
             "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"}
 

@@ -53,21 +53,21 @@ def truncate_after(path: str, step: int) -> None:
 
 
 class Progress:
-    """tqdm bar showing step, loss, images/s and ETA."""
+    """tqdm bar showing step, loss, examples/s ('img/s', or `unit`/s) and ETA."""
 
-    def __init__(self, start_step: int, total_steps: int, batch_size: int):
-        self.batch_size = batch_size
+    def __init__(self, start_step: int, total_steps: int, batch_size: int, unit: str = "img"):
+        self.batch_size, self.unit = batch_size, unit
         self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=jax.process_index() != 0, file=sys.stderr, mininterval=1.0)
         self._last_time, self._last_step = time.perf_counter(), start_step
 
     def update(self, step: int, loss: float | None = None) -> float:
-        """Advances the bar to `step`; returns images/s since the last update."""
+        """Advances the bar to `step`; returns examples/s since the last update."""
         now = time.perf_counter()
         steps = step - self._last_step
         images_per_s = steps * self.batch_size / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, step
-        postfix = {"img/s": f"{images_per_s:.1f}"}
+        postfix = {f"{self.unit}/s": f"{images_per_s:.1f}"}
         if loss is not None:
             postfix["loss"] = f"{loss:.4f}"
         self.bar.set_postfix(postfix, refresh=False)

@@ -21,17 +21,18 @@ from jax.experimental import multihost_utils
 from jaxvision import models, visualize
 from jaxvision.config import save_config
 from jaxvision.data import pipeline
-from jaxvision.tasks import get_task
+from jaxvision.tasks import get_task, model_init_inputs, model_input_keys
 from jaxvision.train import parallel
-from jaxvision.train.checkpoint import Checkpointer
+from jaxvision.train.checkpoint import CheckpointError, Checkpointer
 from jaxvision.train.logging import MetricsWriter, Progress, truncate_after
 from jaxvision.train.optim import make_optimizer
 from jaxvision.train.state import (TrainState, create_train_state, make_eval_step, make_predict_fn, make_train_step,
                                    state_to_tree, tree_to_state)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# model.* config fields the trainer reads, not model options: converted encoder weights to start from.
-TRAINER_MODEL_FIELDS = ("encoder_weights",)
+# model.* config fields the trainer reads, not model options: converted encoder weights to start from, and a
+# run (workdir) whose latest checkpoint's encoder to start from.
+TRAINER_MODEL_FIELDS = ("encoder_weights", "init_from")
 
 
 class WorkdirError(RuntimeError):
@@ -96,11 +97,7 @@ def load_encoder_weights(config, state: TrainState, mesh) -> TrainState:
                          f"model.encoder is '{encoder}'")
     current = {"params": state.params["encoder"], "batch_stats": state.batch_stats.get("encoder", {})}
     loaded = {col: {k: v for k, v in variables.get(col, {}).items() if k != "head"} for col in current}
-    want = {k: np.shape(v) for k, v in traverse_util.flatten_dict(current).items()}
-    have = {k: np.shape(v) for k, v in traverse_util.flatten_dict(loaded).items()}
-    problems = sorted({"/".join(k) + (" missing" if k in want else " unexpected") for k in want.keys() ^ have.keys()}
-                      | {f"{'/'.join(k)} {list(have[k])} vs {list(want[k])}" for k in want.keys() & have.keys()
-                         if have[k] != want[k]})
+    problems = _tree_differences(current, loaded)
     if problems:
         raise ValueError(f"model.encoder_weights={weights_dir} does not fit the encoder {encoder} of this config "
                          f"({len(problems)} differences): {'; '.join(problems[:8])}")
@@ -112,23 +109,76 @@ def load_encoder_weights(config, state: TrainState, mesh) -> TrainState:
                          else state.batch_stats)
 
 
+def _tree_differences(current: dict, loaded: dict) -> list[str]:
+    """Sorted 'path missing' / 'path unexpected' / 'path [loaded shape] vs [current shape]' between two pytrees."""
+    want = {k: np.shape(v) for k, v in traverse_util.flatten_dict(current).items()}
+    have = {k: np.shape(v) for k, v in traverse_util.flatten_dict(loaded).items()}
+    return sorted({"/".join(k) + (" missing" if k in want else " unexpected") for k in want.keys() ^ have.keys()}
+                  | {f"{'/'.join(k)} {list(have[k])} vs {list(want[k])}" for k in want.keys() & have.keys()
+                     if have[k] != want[k]})
+
+
+def read_checkpoint_params(workdir: str) -> tuple[dict, str]:
+    """(params, checkpoint path) of the latest checkpoint in another run's `workdir`, as numpy arrays, read
+    without its config (any model, any optimizer). FileNotFoundError / CheckpointError name the path."""
+    import orbax.checkpoint as ocp  # noqa: PLC0415  (only runs when asked)
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}: is {workdir} a trained jaxvision workdir?")
+    path = os.path.join(directory, str(steps[-1]))
+    reader = ocp.StandardCheckpointer()
+    try:
+        saved = reader.metadata(os.path.join(path, "default")).item_metadata.tree
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        like = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+        tree = reader.restore(os.path.join(path, "default"), like)
+    except Exception as e:  # Orbax raises many types; all mean the same to the user
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                              ) from e
+    return jax.tree.map(np.asarray, tree["params"]), path
+
+
+def load_encoder_from_run(config, state: TrainState, mesh) -> TrainState:
+    """`state` with params['encoder'] replaced by the encoder of the latest checkpoint of the run in
+    `config.model.init_from` (a workdir, e.g. MLM pretraining before fine-tuning; empty or absent: `state`
+    unchanged). Every other parameter (a new head) keeps its initialisation. The encoders must have the same
+    parameter names and shapes; ValueError lists the differences otherwise."""
+    workdir = config.model.get("init_from", "")
+    if not workdir:
+        return state
+    if "encoder" not in state.params:
+        raise ValueError(f"model.init_from={workdir}: model '{config.model.name}' has no 'encoder' parameters")
+    params, path = read_checkpoint_params(workdir)
+    if "encoder" not in params:
+        raise ValueError(f"model.init_from={workdir}: checkpoint {path} has no 'encoder' parameters")
+    problems = _tree_differences(state.params["encoder"], params["encoder"])
+    if problems:
+        raise ValueError(f"model.init_from={workdir}: the encoder of checkpoint {path} does not fit this config's "
+                         f"({len(problems)} differences): {'; '.join(problems[:8])}")
+    encoder = jax.device_put(jax.tree.map(lambda w, c: np.asarray(w, c.dtype), params["encoder"],
+                                          state.params["encoder"]), parallel.replicated(mesh))
+    print(f"encoder initialised from {path}", flush=True)
+    return state.replace(params={**state.params, "encoder": encoder})
+
+
 def initial_state(config, model, mesh) -> TrainState:
     """A fresh state: the model's variables and the task's learnable loss parameters (if any), replicated."""
     tx, _ = make_optimizer(config, config.train.num_steps)
-    shape = (1, config.data.height, config.data.width, 3)
-    loss_params = get_task(config).init_loss_params()
-    init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape, loss_params),
+    task = get_task(config)
+    inputs, loss_params = model_init_inputs(task, config), task.init_loss_params()
+    init = jax.jit(lambda rng: create_train_state(model, tx, rng, inputs, loss_params),
                    out_shardings=parallel.replicated(mesh))
     return init(jax.random.PRNGKey(config.seed))
 
 
 def restore_or_init(config, model, mesh, checkpointer: Checkpointer, step: int | None = None) -> TrainState:
     """The state at `step` (default: latest checkpoint), or a fresh one when the workdir has none (with the
-    converted encoder weights of `model.encoder_weights`, if any)."""
+    converted encoder weights of `model.encoder_weights`, or the encoder of the run `model.init_from`, if any)."""
     state = initial_state(config, model, mesh)
     step = checkpointer.latest_step() if step is None else step
     if step is None:
-        return load_encoder_weights(config, state, mesh)
+        return load_encoder_from_run(config, load_encoder_weights(config, state, mesh), mesh)
     tree = checkpointer.restore(step, state_to_tree(state))
     return tree_to_state(tree, state)
 
@@ -187,13 +237,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if start_step:
         print(f"resuming from {checkpointer.directory}/{start_step}", flush=True)
 
-    train_step = jax.jit(make_train_step(task.loss, tcfg.grad_accum_steps), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(task.eval_sums))
+    input_keys = model_input_keys(task)
+    train_step = jax.jit(make_train_step(task.loss, tcfg.grad_accum_steps, input_keys), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(task.eval_sums, input_keys))
     batches = pipeline.make_train_iterator(config.data, tcfg.batch_size, config.seed, start_step,
                                            jax.process_index(), jax.process_count())
     _, schedule = make_optimizer(config, tcfg.num_steps)
     writer = MetricsWriter(workdir)
-    progress = Progress(start_step, tcfg.num_steps, tcfg.batch_size)
+    images = input_keys == ("image",)
+    progress = Progress(start_step, tcfg.num_steps, tcfg.batch_size, unit="img" if images else "seq")
+    rate_key = "train/images_per_s" if images else "train/sequences_per_s"
     results, step = {}, start_step
     pending = []
     try:
@@ -205,7 +258,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 pending.append(metrics)
                 at_log = step % tcfg.log_every == 0 or step == tcfg.num_steps
                 if at_log:
-                    _log_train(pending, step, writer, progress, float(schedule(step - 1)))
+                    _log_train(pending, step, writer, progress, float(schedule(step - 1)), rate_key)
                     pending = []
                 stop = _any_process(bool(signals)) if (at_log or jax.process_count() == 1) else False
                 if stop:
@@ -229,8 +282,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
 
-def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress, lr: float) -> None:
-    """Fetches the metrics of the last steps, stops on NaN/Inf, writes averages, advances the bar."""
+def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress, lr: float, rate_key: str) -> None:
+    """Fetches the metrics of the last steps, stops on NaN/Inf, writes averages and the examples/s under
+    `rate_key`, advances the bar."""
     fetched = parallel.to_host(pending)
     bad = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if m["nonfinite"]]
     if bad:
@@ -238,13 +292,14 @@ def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progre
                                  f"weights (lower optimizer.lr or enable optimizer.clip_grad_norm); the last good "
                                  f"checkpoint is kept")
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "nonfinite"}
-    images_per_s = progress.update(step, means["loss"])
-    writer.write(step, {**{f"train/{k}": v for k, v in means.items()}, "train/images_per_s": images_per_s,
+    rate = progress.update(step, means["loss"])
+    writer.write(step, {**{f"train/{k}": v for k, v in means.items()}, rate_key: rate,
                         "train/lr": lr, "time": time.time()})
 
 
 def evaluate(config, workdir: str, step: int | None = None, write: bool = True) -> dict:
-    """Evaluates the checkpoint at `step` (default: latest); writes eval_metrics.json/.md and predictions.png."""
+    """Evaluates the checkpoint at `step` (default: latest); writes eval_metrics.json/.md and the task's
+    predictions (predictions.png for images, predictions.md for text)."""
     workdir = os.path.abspath(workdir)
     parallel.maybe_initialize_distributed()
     mesh = parallel.make_mesh()
@@ -257,14 +312,14 @@ def evaluate(config, workdir: str, step: int | None = None, write: bool = True) 
         state = restore_or_init(config, model, mesh, checkpointer, step)
     finally:
         checkpointer.close()
-    results = run_eval(config, task, state, jax.jit(make_eval_step(task.eval_sums)), mesh)
+    results = run_eval(config, task, state, jax.jit(make_eval_step(task.eval_sums, model_input_keys(task))), mesh)
     if write and jax.process_index() == 0:
         step = int(parallel.to_host(state.step))
         table = task.format(results)
         write_atomic(os.path.join(workdir, "eval_metrics.md"), f"# eval at step {step}\n\n{table}\n")
         write_atomic(os.path.join(workdir, "eval_metrics.json"),
                       json.dumps({"step": step, **{k: _jsonable(v) for k, v in results.items()}}, indent=2))
-    batch, outputs = _first_predictions(config, state, mesh)
+    batch, outputs = _first_predictions(config, state, mesh, model_input_keys(task))
     if write and jax.process_index() == 0:
         task.save_predictions(os.path.join(workdir, "predictions.png"), batch, outputs, config.eval.num_grid_images)
         log = os.path.join(workdir, "metrics.jsonl")
@@ -273,11 +328,13 @@ def evaluate(config, workdir: str, step: int | None = None, write: bool = True) 
     return results
 
 
-def _first_predictions(config, state, mesh) -> tuple[dict, dict]:
-    """The first validation batch and the model's outputs on it, gathered on every process."""
+def _first_predictions(config, state, mesh, input_keys) -> tuple[dict, dict]:
+    """The first validation batch and the model's outputs on it (inputs: its `input_keys`), gathered on every
+    process."""
     local = next(pipeline.make_eval_iterator(config.data, config.eval.batch_size, jax.process_index(),
                                              jax.process_count()))
-    outputs = jax.jit(make_predict_fn())(state, parallel.shard_batch(local, mesh)["image"])
+    sharded = parallel.shard_batch(local, mesh)
+    outputs = jax.jit(make_predict_fn())(state, *(sharded[k] for k in input_keys))
     if jax.process_count() == 1:
         return local, jax.tree.map(np.asarray, outputs)
     gather = lambda tree: multihost_utils.process_allgather(tree, tiled=True)  # noqa: E731

@@ -7,7 +7,7 @@ checkpoints hold them like any weight; the model is applied to `model_params(par
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,15 +39,17 @@ class TrainState(struct.PyTreeNode):
         return {"params": model_params(self.params), "batch_stats": self.batch_stats}
 
 
-def create_train_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...],
-                       loss_params: dict | None = None) -> TrainState:
-    """Initialises the model on a dummy batch of `input_shape` (NHWC).
+def create_train_state(model, tx, rng: jax.Array, inputs: tuple, loss_params: dict | None = None) -> TrainState:
+    """Initialises the model on `inputs`: an input shape (a zero float32 batch of that shape, e.g. NHWC images),
+    or a tuple of arrays, the model's positional inputs (e.g. token ids and MLM positions).
 
     `loss_params` (a task's `init_loss_params()`), when not empty, is stored as params[LOSS_PARAMS]
     and trained by `tx` with the model's parameters; `make_train_step` then passes it to the loss.
     """
     init_rng, state_rng = jax.random.split(rng)
-    variables = model.init({"params": init_rng, "dropout": init_rng}, jnp.zeros(input_shape, jnp.float32), train=False)
+    if all(isinstance(d, int) for d in inputs):
+        inputs = (jnp.zeros(inputs, jnp.float32),)
+    variables = model.init({"params": init_rng, "dropout": init_rng}, *inputs, train=False)
     params = variables["params"]
     if loss_params:
         if LOSS_PARAMS in params:
@@ -79,8 +81,17 @@ def _split_microbatches(batch: dict, num: int) -> dict:
     return jax.tree.map(lambda x: x.reshape((num, x.shape[0] // num) + x.shape[1:]), batch)
 
 
-def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1) -> Callable:
-    """Returns `train_step(state, batch) -> (state, metrics)`.
+def model_inputs(batch: dict, input_keys: Sequence[str]) -> tuple:
+    """The model's positional inputs: the batch entries named by `input_keys`, in that order."""
+    missing = [k for k in input_keys if k not in batch]
+    if missing:
+        raise KeyError(f"the batch has no {missing} entries for the model (it has {sorted(batch)})")
+    return tuple(batch[k] for k in input_keys)
+
+
+def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1, input_keys: Sequence[str] = ("image",)) -> Callable:
+    """Returns `train_step(state, batch) -> (state, metrics)`; the model is applied to the batch entries
+    `input_keys` (a task's `input_keys`: images by default).
 
     `loss_fn(outputs, batch) -> (loss, aux_dict)`; when the state has loss parameters (params[LOSS_PARAMS])
     it is called as `loss_fn(outputs, batch, loss_params=...)` and their gradients are applied too.
@@ -91,9 +102,9 @@ def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1) -> Callable:
 
     def train_step(state: TrainState, batch: dict):
         def micro_loss(params, batch_stats, micro_batch, rng):
-            outputs, updates = state.apply_fn({"params": model_params(params), "batch_stats": batch_stats},
-                                              micro_batch["image"], train=True, mutable=["batch_stats"],
-                                              rngs={"dropout": rng})
+            variables = {"params": model_params(params), "batch_stats": batch_stats}
+            outputs, updates = state.apply_fn(variables, *model_inputs(micro_batch, input_keys), train=True,
+                                              mutable=["batch_stats"], rngs={"dropout": rng})
             if LOSS_PARAMS in params:
                 loss, aux = loss_fn(outputs, micro_batch, loss_params=params[LOSS_PARAMS])
             else:
@@ -135,20 +146,21 @@ def make_train_step(loss_fn: Callable, grad_accum_steps: int = 1) -> Callable:
     return train_step
 
 
-def make_eval_step(eval_fn: Callable) -> Callable:
-    """Returns `eval_step(state, batch) -> sums`; `eval_fn(outputs, batch)` gives summable arrays."""
+def make_eval_step(eval_fn: Callable, input_keys: Sequence[str] = ("image",)) -> Callable:
+    """Returns `eval_step(state, batch) -> sums`; `eval_fn(outputs, batch)` gives summable arrays; the model is
+    applied to the batch entries `input_keys`."""
 
     def eval_step(state: TrainState, batch: dict):
-        outputs = state.apply_fn(state.variables(), batch["image"], train=False)
+        outputs = state.apply_fn(state.variables(), *model_inputs(batch, input_keys), train=False)
         return eval_fn(outputs, batch)
 
     return eval_step
 
 
 def make_predict_fn() -> Callable:
-    """Returns `predict(state, images) -> outputs` in eval mode."""
+    """Returns `predict(state, *inputs) -> outputs` in eval mode (inputs: images, or a task's `input_keys` entries)."""
 
-    def predict(state: TrainState, images):
-        return state.apply_fn(state.variables(), images, train=False)
+    def predict(state: TrainState, *inputs):
+        return state.apply_fn(state.variables(), *inputs, train=False)
 
     return predict

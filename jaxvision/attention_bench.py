@@ -1,0 +1,225 @@
+"""`jaxvision bench attention`: the thesis' Table 4.1 and Figure 4.2 (seed 000, section 4.5.2).
+
+* Table 4.1: forward time and peak memory per sample of the whole BERT-small-like transformer (4 blocks,
+  8 heads, width 512, FFN 2048, 30,522-token vocabulary) at (n, batch) = (128, 256), (512, 32), (1024, 16),
+  (4096, 1), for each attention kind.
+* Figure 4.2: the attention module alone (width 512, 8 heads), batch 16, n from 128 to 8192.
+
+Peak memory is the compiled executable's memory analysis (arguments + outputs + temporaries - aliased),
+known without running it; where the device reports memory statistics (GPU) the rise of its
+`peak_bytes_in_use` watermark during the run is recorded too (empty when an earlier point set a higher
+watermark). Time is the median wall time of `repeats` runs after `warmup` runs. Points whose compiled
+peak exceeds `max_bytes` are compiled (so their memory is reported) but not run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxvision.layers.efficient_attention import make_attention
+from jaxvision.models.bert import BertEncoder
+
+TABLE_KINDS = ("vanilla", "dct-0.25", "linformer-0.125", "nystrom-0.125", "performer-0.125")
+TABLE_SHAPES = ((128, 256), (512, 32), (1024, 16), (4096, 1))
+FIGURE_KINDS = TABLE_KINDS + ("fused",)
+FIGURE_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)
+FIGURE_BATCH = 16
+WIDTH, HEADS, DEPTH, MLP_DIM, VOCAB = 512, 8, 4, 2048, 30522
+MB = 2.0 ** 20
+
+
+@dataclasses.dataclass
+class Point:
+    """One measurement; `ms` is None when the point was only compiled (over the memory limit)."""
+
+    part: str          # 'transformer' (Table 4.1) or 'attention' (Figure 4.2)
+    kind: str
+    n: int
+    batch: int         # the batch that was measured
+    peak_mb: float     # compiled peak, whole batch
+    ms: float | None   # median forward time, whole batch
+    device_peak_mb: float | None = None
+
+    @property
+    def mb_per_sample(self) -> float:
+        return self.peak_mb / self.batch
+
+    @property
+    def ms_per_sample(self) -> float | None:
+        return None if self.ms is None else self.ms / self.batch
+
+
+def compiled_peak_bytes(compiled) -> int:
+    """Arguments + outputs + temporaries - aliased bytes of a compiled executable."""
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def _device_peak() -> int | None:
+    stats = jax.devices()[0].memory_stats()
+    return None if not stats or "peak_bytes_in_use" not in stats else int(stats["peak_bytes_in_use"])
+
+
+def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float) -> tuple[int, float | None, int | None]:
+    """(compiled peak bytes, median ms or None, device watermark rise in bytes or None) of jit(fn)(*args)."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    peak = compiled_peak_bytes(compiled)
+    if peak > max_bytes:
+        return peak, None, None
+    before = _device_peak()
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    after = _device_peak()
+    rise = after - before if before is not None and after is not None and after > before else None
+    return peak, 1e3 * statistics.median(times), rise
+
+
+def attention_case(kind: str, n: int, batch: int, seed: int = 0) -> tuple:
+    """(fn, args) for the attention module alone on x [batch, n, 512]."""
+    module = make_attention(kind, HEADS)
+    x = jax.random.normal(jax.random.PRNGKey(seed), (batch, n, WIDTH), jnp.float32)
+    params = jax.jit(lambda: module.init(jax.random.PRNGKey(1), x[:1], None, False))()
+    return (lambda p, x: module.apply(p, x, None, False)), (params, x)
+
+
+def transformer_case(kind: str, n: int, batch: int, seed: int = 0) -> tuple:
+    """(fn, args) for the BERT-small-like encoder on random token ids [batch, n]."""
+    model = BertEncoder(VOCAB, n, WIDTH, DEPTH, HEADS, MLP_DIM, attention=kind)
+    tokens = jax.random.randint(jax.random.PRNGKey(seed), (batch, n), 1, VOCAB)
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(1), tokens[:1], False))()
+    return (lambda p, t: model.apply(p, t, False)), (params, tokens)
+
+
+def run(parts=("transformer", "attention"), table_kinds=TABLE_KINDS, figure_kinds=FIGURE_KINDS,
+        lengths=FIGURE_LENGTHS, table_shapes=TABLE_SHAPES, max_batch: int | None = None, max_bytes: float = 8 * 2.0 ** 30,
+        repeats: int = 10, warmup: int = 2, log=print) -> list[Point]:
+    """Measures the requested parts ('transformer': `table_kinds` at `table_shapes` (n, batch); 'attention':
+    `figure_kinds` at `lengths`, batch 16); `max_batch` caps the batch (per-sample figures stay comparable)."""
+    jobs = []
+    if "transformer" in parts:
+        jobs += [("transformer", kind, n, batch) for n, batch in table_shapes for kind in table_kinds]
+    if "attention" in parts:
+        jobs += [("attention", kind, n, FIGURE_BATCH) for n in lengths for kind in figure_kinds]
+    points = []
+    for i, (part, kind, n, batch) in enumerate(jobs, 1):
+        batch = min(batch, max_batch) if max_batch else batch
+        make = transformer_case if part == "transformer" else attention_case
+        peak, ms, rise = measure(*make(kind, n, batch), repeats=repeats, warmup=warmup, max_bytes=max_bytes)
+        point = Point(part, kind, n, batch, peak / MB, ms, None if rise is None else rise / MB)
+        points.append(point)
+        timing = "not run (over the memory limit)" if ms is None else f"{ms:.2f} ms"
+        log(f"[{i}/{len(jobs)}] {part} {kind} n={n} batch={batch}: {peak / MB:.1f} MB, {timing}")
+    return points
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(points: list[Point]) -> str:
+    """Per-sample MB / ms tables: Table 4.1 (kinds x (n, batch)) and Figure 4.2 (kinds x n), with ratios to vanilla."""
+    out = []
+    for part, title in (("transformer", "Whole transformer, per sample: peak MB / forward ms (thesis Table 4.1)"),
+                        ("attention", f"Attention module alone, batch {FIGURE_BATCH}: peak MB / forward ms "
+                                      "(thesis Figure 4.2)")):
+        rows = [p for p in points if p.part == part]
+        if not rows:
+            continue
+        columns = sorted({(p.n, p.batch) for p in rows})
+        kinds = list(dict.fromkeys(p.kind for p in rows))
+        cell = {(p.kind, p.n, p.batch): p for p in rows}
+        out += [f"### {title}", "", "| attention | " + " | ".join(f"n={n}, b={b}" for n, b in columns) + " |",
+                "|---|" + "---:|" * len(columns)]
+        for kind in kinds:
+            cells = []
+            for n, b in columns:
+                p, base = cell.get((kind, n, b)), cell.get(("vanilla", n, b))
+                if p is None:
+                    cells.append("")
+                    continue
+                mb, ms = (p.mb_per_sample, p.ms_per_sample) if part == "transformer" else (p.peak_mb, p.ms)
+                text = f"{_fmt(mb)} / {_fmt(ms)}"
+                if base is not None and kind != "vanilla" and p.ms is not None and base.ms is not None:
+                    text += f" ({p.peak_mb / base.peak_mb:.2f}x / {p.ms / base.ms:.2f}x)"
+                cells.append(text)
+            out.append(f"| {kind} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append("(a / b): memory / time relative to vanilla at the same point; '-': compiled only, not run.")
+    return "\n".join(out) + "\n"
+
+
+def to_csv(points: list[Point]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["part", "kind", "n", "batch", "peak_mb", "ms", "mb_per_sample", "ms_per_sample",
+                     "device_peak_rise_mb"])
+    for p in points:
+        writer.writerow([p.part, p.kind, p.n, p.batch, f"{p.peak_mb:.3f}", _fmt(p.ms, 3),
+                         f"{p.mb_per_sample:.3f}", _fmt(p.ms_per_sample, 4), _fmt(p.device_peak_mb, 3)])
+    return buf.getvalue()
+
+
+def plot(points: list[Point], path: str) -> None:
+    """Figure 4.2 as a PNG: attention-module memory and time against n, log-log, one line per kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [p for p in points if p.part == "attention"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind in dict.fromkeys(p.kind for p in rows):
+        mine = sorted((p for p in rows if p.kind == kind), key=lambda p: p.n)
+        axes[0].plot([p.n for p in mine], [p.peak_mb for p in mine], marker="o", label=kind)
+        timed = [p for p in mine if p.ms is not None]
+        axes[1].plot([p.n for p in timed], [p.ms for p in timed], marker="o", label=kind)
+    for ax, label in zip(axes, ("peak memory (MB, compiled)", "forward time (ms, median)")):
+        ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Attention module alone, batch {FIGURE_BATCH}, width {WIDTH}, {HEADS} heads "
+                 f"({jax.devices()[0].device_kind})")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_results(points: list[Point], out_dir: str) -> list[str]:
+    """Writes attention.md, attention.csv and (with Figure 4.2 points) attention.png into `out_dir`."""
+    from jaxvision.train.loop import write_atomic
+    os.makedirs(out_dir, exist_ok=True)
+    device = f"{jax.device_count()}x {jax.devices()[0].device_kind}, jax {jax.__version__}"
+    paths = [os.path.join(out_dir, "attention.md"), os.path.join(out_dir, "attention.csv")]
+    write_atomic(paths[0], f"# Attention benchmark ({device})\n\n" + markdown(points))
+    write_atomic(paths[1], to_csv(points))
+    if any(p.part == "attention" for p in points):
+        paths.append(os.path.join(out_dir, "attention.png"))
+        plot(points, paths[-1])
+    return paths
+
+
+def parse_list(text: str, kind=str) -> tuple:
+    """'a,b,c' -> (a, b, c) converted by `kind`."""
+    return tuple(kind(x) for x in text.split(",") if x.strip())
+
+
+def check_kinds(kinds) -> None:
+    """Raises ValueError naming a spec that `make_attention` does not know."""
+    from jaxvision.layers.efficient_attention import parse_attention_spec
+    for kind in kinds:
+        parse_attention_spec(kind)
+
