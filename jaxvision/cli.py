@@ -153,8 +153,10 @@ def _cmd_sweep(args, overrides: list[str]) -> int:
     if args.dry_run:
         print("\n".join(f"{r['tag']}: {r['status']}  {r['overrides']}" for r in rows))
         return 0
-    print(sweep.format_markdown(rows, title))
-    print(f"wrote {os.path.join(os.path.abspath(args.workdir), 'results.md')} and results.csv")
+    results = os.path.join(os.path.abspath(args.workdir), "results.md")
+    with open(results) as f:
+        print(f.read())
+    print(f"wrote {results} and results.csv")
     failed = [r["tag"] for r in rows if r["status"] != "done"]
     if failed:
         print(f"jaxvision: error: {len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
@@ -180,9 +182,9 @@ def _param_count(name: str) -> int | None:
     import jax.numpy as jnp
     import numpy as np
     from jaxvision import models
-    model = models.create(name)
     for example in (jnp.zeros((1, 64, 64, 3)), jnp.ones((1, 16), jnp.int32)):
         try:
+            model = models.create(name)
             variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example, train=False))
         except Exception:  # noqa: BLE001  a model that cannot take this input: try the next, else no count
             continue

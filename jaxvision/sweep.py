@@ -17,9 +17,10 @@ names the file and line. Runs go one after another, each a normal `train_and_eva
 in WORKDIR/TAG. A run whose folder already has eval_metrics.json at its last step is skipped, an
 unfinished one resumes from its latest checkpoint, and a folder holding a run of another config is an
 error. A run that fails is reported and the sweep goes on. At the end (and after every run)
-WORKDIR/results.md and WORKDIR/results.csv are rewritten atomically with the columns tag, semseg,
-depth, total (the reports' scores on the validation split: 100 mIoU, 100 SI-log RMSE, their
-difference), miou, silog_rmse, status and overrides.
+WORKDIR/results.md and WORKDIR/results.csv are rewritten atomically with the columns tag, the task's
+`sweep_columns` (segdepth: semseg, depth, total -- the reports' scores on the validation split: 100 mIoU,
+100 SI-log RMSE, their difference -- miou, silog_rmse; text_classification: loss, accuracy, f1 as the
+thesis' Table 4.2), status and overrides.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ import sys
 from jaxvision.config import ConfigError, load_config, parse_overrides
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]*")
-METRIC_COLUMNS = ("semseg", "depth", "total", "miou", "silog_rmse")
-CSV_COLUMNS = ("tag", *METRIC_COLUMNS, "status", "overrides")
 # Fields a run may change and still continue from its folder (a longer schedule resumes).
 RESUMABLE_FIELDS = ("train.num_steps",)
 
@@ -152,45 +151,56 @@ def _number(value) -> float | None:
     return value if value == value else None  # NaN -> missing
 
 
-def make_row(run: Run, status: str, metrics: dict | None = None) -> dict:
+def task_columns(task_name: str) -> tuple:
+    """(sweep_columns, sweep_note) of the task `task_name`: which metrics the results table shows, and how."""
+    from jaxvision.tasks import TASKS  # noqa: PLC0415
+    task = TASKS[task_name]
+    return task.sweep_columns, task.sweep_note
+
+
+def make_row(run: Run, status: str, metrics: dict | None = None, columns: tuple = None) -> dict:
+    """A results row: tag, status, overrides and the `columns` metrics (default: the segdepth task's)."""
+    columns = columns or task_columns("segdepth")[0]
     row = {"tag": run.tag, "status": status, "overrides": " ".join(shlex.quote(o) for o in run.overrides)}
-    row.update({k: _number((metrics or {}).get(k)) for k in METRIC_COLUMNS})
+    row.update({k: _number((metrics or {}).get(k)) for k, _, _ in columns})
     return row
 
 
-def format_markdown(rows: list[dict], title: str = "") -> str:
-    """The reports' table: tag, semseg / depth / total (3 decimals), mIoU, SI-log RMSE, the run's overrides;
-    runs not done are listed below it with their status."""
-    fmt = {"semseg": "{:.3f}", "depth": "{:.3f}", "total": "{:.3f}", "miou": "{:.4f}", "silog_rmse": "{:.4f}"}
-    cell = lambda row, k: "-" if row[k] is None else fmt[k].format(row[k])  # noqa: E731
+def format_markdown(rows: list[dict], title: str = "", task: str = "segdepth") -> str:
+    """The results table: tag, the task's metric columns (segdepth: the reports' semseg / depth / total with 3
+    decimals, mIoU, SI-log RMSE), the run's overrides; runs not done are listed below it with their status."""
+    columns, note = task_columns(task)
+    cell = lambda row, k, digits: "-" if row[k] is None else f"{row[k]:.{digits}f}"  # noqa: E731
     lines = [f"# {title}", ""] if title else []
-    lines += ["| tag | semseg ↑ | depth ↓ | total ↑ | mIoU | SI-log RMSE | overrides |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| tag | " + " | ".join(header for _, header, _ in columns) + " | overrides |",
+              "|---|" + "---|" * (len(columns) + 1)]
     for row in rows:
         overrides = row["overrides"].replace("|", "\\|")
-        lines.append(f"| {row['tag']} | " + " | ".join(cell(row, k) for k in METRIC_COLUMNS) + f" | `{overrides}` |")
+        cells = " | ".join(cell(row, k, digits) for k, _, digits in columns)
+        lines.append(f"| {row['tag']} | {cells} | `{overrides}` |")
     pending = [row for row in rows if row["status"] != "done"]
     if pending:
         lines.append("")
         lines += [f"- {row['tag']}: {row['status']}" for row in pending]
-    lines += ["", "semseg = 100 mIoU, depth = 100 SI-log RMSE, total = semseg - depth, on the validation split."]
+    lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-def format_csv(rows: list[dict]) -> str:
+def format_csv(rows: list[dict], task: str = "segdepth") -> str:
+    fields = ("tag", *(k for k, _, _ in task_columns(task)[0]), "status", "overrides")
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
+        writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
     return out.getvalue()
 
 
-def write_results(workdir: str, rows: list[dict], title: str = "") -> None:
+def write_results(workdir: str, rows: list[dict], title: str = "", task: str = "segdepth") -> None:
     """WORKDIR/results.md and WORKDIR/results.csv, each replaced atomically."""
     from jaxvision.train.loop import write_atomic  # noqa: PLC0415
-    write_atomic(os.path.join(workdir, "results.md"), format_markdown(rows, title))
-    write_atomic(os.path.join(workdir, "results.csv"), format_csv(rows))
+    write_atomic(os.path.join(workdir, "results.md"), format_markdown(rows, title, task))
+    write_atomic(os.path.join(workdir, "results.csv"), format_csv(rows, task))
 
 
 def run_sweep(config_path: str, workdir: str, runs: list[Run], common_overrides=(), dry_run: bool = False,
@@ -205,36 +215,39 @@ def run_sweep(config_path: str, workdir: str, runs: list[Run], common_overrides=
     from jaxvision.train.loop import Interrupted, evaluate, prepare_workdir, train_and_evaluate
 
     planned = plan(config_path, runs, common_overrides)
+    task = planned[0][1].task if planned else "segdepth"
+    columns = task_columns(task)[0]
     workdir = os.path.abspath(workdir)
     statuses = [run_status(os.path.join(workdir, run.tag), config) for run, config in planned]
     if dry_run:
-        return [make_row(run, status, read_eval_metrics(os.path.join(workdir, run.tag)) if status == "done" else None)
+        return [make_row(run, status, read_eval_metrics(os.path.join(workdir, run.tag)) if status == "done" else None,
+                         columns)
                 for (run, _), status in zip(planned, statuses)]
     prepare_workdir(workdir)
     writes = jax.process_index() == 0
-    rows = [make_row(run, "not run") for run, _ in planned]
+    rows = [make_row(run, "not run", columns=columns) for run, _ in planned]
     for i, ((run, config), status) in enumerate(zip(planned, statuses)):
         run_dir = os.path.join(workdir, run.tag)
         head = f"[sweep {i + 1}/{len(planned)}] {run.tag}"
         if status == "done":
             print(f"{head}: finished earlier, skipped ({run_dir})", flush=True)
-            rows[i] = make_row(run, "done", read_eval_metrics(run_dir))
+            rows[i] = make_row(run, "done", read_eval_metrics(run_dir), columns)
             continue
         print(f"{head}: {'resuming' if status == 'resume' else 'training'} in {run_dir} "
               f"{' '.join(run.overrides)}", flush=True)
         try:
             train_and_evaluate(config, run_dir)
-            rows[i] = make_row(run, "done", evaluate(config, run_dir))
+            rows[i] = make_row(run, "done", evaluate(config, run_dir), columns)
         except Interrupted:
             if writes:
-                write_results(workdir, rows, title)
+                write_results(workdir, rows, title, task)
             raise
         except Exception as e:  # noqa: BLE001  one broken run must not lose the others' results
             message = " ".join(str(e).split())[:300]
             print(f"jaxvision sweep: run {run.tag} failed: {type(e).__name__}: {message}", file=sys.stderr, flush=True)
-            rows[i] = make_row(run, f"failed: {type(e).__name__}: {message}")
+            rows[i] = make_row(run, f"failed: {type(e).__name__}: {message}", columns=columns)
         if writes:
-            write_results(workdir, rows, title)
+            write_results(workdir, rows, title, task)
     if writes:
-        write_results(workdir, rows, title)
+        write_results(workdir, rows, title, task)
     return rows

@@ -297,3 +297,9 @@ def test_mlm_pretraining_then_imdb_fine_tuning_through_the_cli(tmp_path):
     with open(os.path.join(cls_dir, "metrics.jsonl")) as f:
         cls_eval = [json.loads(line) for line in f if "eval/accuracy" in line][-1]
     assert cls_eval["eval/accuracy"] in (0.0, 0.5, 1.0)                     # 2 test reviews
+
+
+def test_models_listing_counts_text_models(capsys):
+    from jaxvision.cli import run
+    assert run(["models", "--filter", "bert_small"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split() == ["bert_small", "28,795,194"]

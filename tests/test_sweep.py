@@ -183,3 +183,22 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, c
     assert calls == ["stop"]
     assert [(r["tag"], r["status"]) for r in _csv_rows(workdir)] == [("a", "done"), ("stop", "not run"),
                                                                       ("c", "not run")]
+
+
+def test_results_table_takes_the_tasks_columns():
+    # text classification sweeps report thesis Table 4.2's loss / accuracy / F1.
+    run = sweep.Run("dct-0.25", ["--config.model.attention=dct-0.25"], "x:1")
+    columns = sweep.task_columns("text_classification")[0]
+    rows = [sweep.make_row(run, "done", {"loss": 0.29612, "accuracy": 0.889, "f1": 0.88897, "precision": 0.9},
+                           columns)]
+    md = sweep.format_markdown(rows, "t.sweep", "text_classification")
+    assert "| tag | loss ↓ | accuracy ↑ | F1 ↑ | overrides |" in md
+    assert "| dct-0.25 | 0.2961 | 0.8890 | 0.8890 | `--config.model.attention=dct-0.25` |" in md
+    parsed = list(csv.DictReader(sweep.format_csv(rows, "text_classification").splitlines()))
+    assert list(parsed[0]) == ["tag", "loss", "accuracy", "f1", "status", "overrides"]
+    assert float(parsed[0]["accuracy"]) == 0.889
+    dct_former = os.path.join(ROOT, "configs", "dct_former")
+    planned = sweep.plan(os.path.join(dct_former, "long_range.py"),
+                         sweep.parse_sweep_file(os.path.join(dct_former, "sweeps", "table42_long_range.sweep")))
+    assert [r.tag for r, _ in planned][:3] == ["vanilla", "dct-0.25", "dct_ideal-0.25"]
+    assert planned[1][1].model.attention == "dct-0.25" and planned[1][1].task == "text_classification"

@@ -88,6 +88,25 @@ def merge_heads(t: jnp.ndarray) -> jnp.ndarray:
     return t.transpose(0, 2, 1, 3).reshape(b, n, h * hd)
 
 
+def project_qkv(module: nn.Module, tokens: jnp.ndarray, query_pos: jnp.ndarray | None = None) -> tuple:
+    """q, k, v heads [B, heads, N, head_dim] of `tokens` [B, N, D] through `module`'s fused Dense 'qkv' (its
+    `num_heads`, `qkv_bias`, `dtype`, `kernel_init`); `query_pos` [B or 1, N, D] is added to the queries."""
+    b, n, d = tokens.shape
+    qkv = nn.Dense(3 * d, use_bias=module.qkv_bias, dtype=module.dtype, kernel_init=module.kernel_init,
+                   name="qkv")(tokens)
+    q, k, v = (split_heads(t, module.num_heads) for t in jnp.split(qkv, 3, axis=-1))
+    if query_pos is not None:
+        q = q + split_heads(jnp.broadcast_to(query_pos, (b, n, d)), module.num_heads).astype(q.dtype)
+    return q, k, v
+
+
+def attention_dropout(module: nn.Module, train: bool):
+    """`module`'s Dropout 'attn_drop' of rate `dropout_rate` for attention weights, or None when the rate is 0."""
+    if module.dropout_rate <= 0:
+        return None
+    return nn.Dropout(module.dropout_rate, deterministic=not train, name="attn_drop")
+
+
 def attention_weights(q: jnp.ndarray, k: jnp.ndarray, key_mask: jnp.ndarray | None = None) -> jnp.ndarray:
     """float32 softmax(q k^T / sqrt(head_dim)) [B, heads, Nq, Nk]; `key_mask` [B, Nk] bool drops keys."""
     logits = jnp.einsum("bhqd,bhkd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * q.shape[-1] ** -0.5
@@ -265,15 +284,10 @@ class DCTAttention(nn.Module):
             compress = lambda t: jnp.einsum("kn,bnd->bkd", basis, t.astype(jnp.float32))
             expand = lambda t: jnp.einsum("kn,bkd->bnd", basis, t.astype(jnp.float32))
 
-        qkv = nn.Dense(3 * d, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=self.kernel_init,
-                       name="qkv")(compress(x))
-        q, k, v = (split_heads(t, self.num_heads) for t in jnp.split(qkv, 3, axis=-1))
         if query_pos is not None:
-            q = q + split_heads(compress(jnp.broadcast_to(query_pos, (b, n, d))), self.num_heads).astype(q.dtype)
-        dropout = None
-        if self.dropout_rate > 0:
-            dropout = nn.Dropout(self.dropout_rate, deterministic=not train, name="attn_drop")
-        out = expand(merge_heads(dot_product_attention(q, k, v, key_mask, dropout)))
+            query_pos = compress(jnp.broadcast_to(query_pos, (b, n, d)))
+        q, k, v = project_qkv(self, compress(x), query_pos)
+        out = expand(merge_heads(dot_product_attention(q, k, v, key_mask, attention_dropout(self, train))))
         return nn.Dense(d, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out.astype(self.dtype))
 
 
@@ -307,20 +321,13 @@ class LinformerAttention(nn.Module):
         e = self.param("seq_proj_k", nn.initializers.xavier_uniform(), shape)[:n]
         f = self.param("seq_proj_v", nn.initializers.xavier_uniform(), shape)[:n]
 
-        qkv = nn.Dense(3 * d, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=self.kernel_init,
-                       name="qkv")(x)
-        q, k, v = (split_heads(t, self.num_heads) for t in jnp.split(qkv, 3, axis=-1))
-        if query_pos is not None:
-            q = q + split_heads(jnp.broadcast_to(query_pos, (b, n, d)), self.num_heads).astype(q.dtype)
+        q, k, v = project_qkv(self, x, query_pos)
         if mask is not None:
             real = mask.astype(bool)[:, None, :, None]
             k, v = jnp.where(real, k, 0), jnp.where(real, v, 0)
         k = jnp.einsum("nj,bhnd->bhjd", e.astype(k.dtype), k)
         v = jnp.einsum("nj,bhnd->bhjd", f.astype(v.dtype), v)
-        dropout = None
-        if self.dropout_rate > 0:
-            dropout = nn.Dropout(self.dropout_rate, deterministic=not train, name="attn_drop")
-        out = merge_heads(dot_product_attention(q, k, v, None, dropout))
+        out = merge_heads(dot_product_attention(q, k, v, None, attention_dropout(self, train)))
         return nn.Dense(d, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out)
 
 

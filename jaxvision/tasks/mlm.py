@@ -22,6 +22,8 @@ class MLMTask:
     `perplexity` = exp(loss). The model takes `tokens` and `mlm_positions`."""
 
     main_metrics = ("loss", "accuracy", "perplexity")
+    sweep_columns = (("loss", "loss ↓", 4), ("accuracy", "accuracy ↑", 4), ("perplexity", "perplexity ↓", 3))
+    sweep_note = "MLM cross-entropy, top-1 accuracy and perplexity over the masked tokens of the validation split."
     input_keys = ("tokens", "mlm_positions")
 
     def __init__(self, config):
