@@ -9,7 +9,9 @@ Peak memory is the compiled executable's memory analysis (arguments + outputs + 
 known without running it; where the device reports memory statistics (GPU) the rise of its
 `peak_bytes_in_use` watermark during the run is recorded too (empty when an earlier point set a higher
 watermark). Time is the median wall time of `repeats` runs after `warmup` runs. Points whose compiled
-peak exceeds `max_bytes` are compiled (so their memory is reported) but not run.
+peak exceeds `max_bytes` are compiled (so their memory is reported) but not run; a point whose run fails
+(e.g. an allocation the compiled analysis does not see, such as a CPU dot kernel's scratch) is recorded as
+failed and the others go on.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Point:
     peak_mb: float     # compiled peak, whole batch
     ms: float | None   # median forward time, whole batch
     device_peak_mb: float | None = None
+    error: str = ""    # why a compiled point did not run to the end (e.g. an allocation failure)
 
     @property
     def mb_per_sample(self) -> float:
@@ -68,23 +71,26 @@ def _device_peak() -> int | None:
     return None if not stats or "peak_bytes_in_use" not in stats else int(stats["peak_bytes_in_use"])
 
 
-def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float) -> tuple[int, float | None, int | None]:
-    """(compiled peak bytes, median ms or None, device watermark rise in bytes or None) of jit(fn)(*args)."""
+def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float) -> tuple:
+    """(compiled peak bytes, median ms or None, device watermark rise in bytes or None, error) of jit(fn)(*args);
+    error is '' or the runtime's message when running failed (e.g. an allocation the analysis does not see)."""
     compiled = jax.jit(fn).lower(*args).compile()
     peak = compiled_peak_bytes(compiled)
     if peak > max_bytes:
-        return peak, None, None
+        return peak, None, None, ""
     before = _device_peak()
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(*args))
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
+    try:
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    except jax.errors.JaxRuntimeError as e:
+        return peak, None, None, " ".join(str(e).split())[:120]
     after = _device_peak()
     rise = after - before if before is not None and after is not None and after > before else None
-    return peak, 1e3 * statistics.median(times), rise
+    return peak, 1e3 * statistics.median(times), rise, ""
 
 
 def attention_case(kind: str, n: int, batch: int, seed: int = 0) -> tuple:
@@ -117,11 +123,12 @@ def run(parts=("transformer", "attention"), table_kinds=TABLE_KINDS, figure_kind
     for i, (part, kind, n, batch) in enumerate(jobs, 1):
         batch = min(batch, max_batch) if max_batch else batch
         make = transformer_case if part == "transformer" else attention_case
-        peak, ms, rise = measure(*make(kind, n, batch), repeats=repeats, warmup=warmup, max_bytes=max_bytes)
-        point = Point(part, kind, n, batch, peak / MB, ms, None if rise is None else rise / MB)
+        peak, ms, rise, error = measure(*make(kind, n, batch), repeats=repeats, warmup=warmup, max_bytes=max_bytes)
+        point = Point(part, kind, n, batch, peak / MB, ms, None if rise is None else rise / MB, error)
         points.append(point)
-        timing = "not run (over the memory limit)" if ms is None else f"{ms:.2f} ms"
-        log(f"[{i}/{len(jobs)}] {part} {kind} n={n} batch={batch}: {peak / MB:.1f} MB, {timing}")
+        timing = (f"failed: {point.error}" if point.error else
+                  "not run (over the memory limit)" if point.ms is None else f"{point.ms:.2f} ms")
+        log(f"[{i}/{len(jobs)}] {part} {kind} n={n} batch={batch}: {point.peak_mb:.1f} MB, {timing}")
     return points
 
 
@@ -151,13 +158,14 @@ def markdown(points: list[Point]) -> str:
                     cells.append("")
                     continue
                 mb, ms = (p.mb_per_sample, p.ms_per_sample) if part == "transformer" else (p.peak_mb, p.ms)
-                text = f"{_fmt(mb)} / {_fmt(ms)}"
+                text = "failed" if p.error else f"{_fmt(mb)} / {_fmt(ms)}"
                 if base is not None and kind != "vanilla" and p.ms is not None and base.ms is not None:
                     text += f" ({p.peak_mb / base.peak_mb:.2f}x / {p.ms / base.ms:.2f}x)"
                 cells.append(text)
             out.append(f"| {kind} | " + " | ".join(cells) + " |")
         out.append("")
-    out.append("(a / b): memory / time relative to vanilla at the same point; '-': compiled only, not run.")
+    out.append("(a / b): memory / time relative to vanilla at the same point; '-': compiled only, not run; "
+               "failed: see attention.csv.")
     return "\n".join(out) + "\n"
 
 
@@ -165,16 +173,17 @@ def to_csv(points: list[Point]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["part", "kind", "n", "batch", "peak_mb", "ms", "mb_per_sample", "ms_per_sample",
-                     "device_peak_rise_mb"])
+                     "device_peak_rise_mb", "error"])
     for p in points:
         writer.writerow([p.part, p.kind, p.n, p.batch, f"{p.peak_mb:.3f}", _fmt(p.ms, 3),
-                         f"{p.mb_per_sample:.3f}", _fmt(p.ms_per_sample, 4), _fmt(p.device_peak_mb, 3)])
+                         f"{p.mb_per_sample:.3f}", _fmt(p.ms_per_sample, 4), _fmt(p.device_peak_mb, 3), p.error])
     return buf.getvalue()
 
 
 def plot(points: list[Point], path: str) -> None:
     """Figure 4.2 as a PNG: attention-module memory and time against n, log-log, one line per kind."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -185,8 +194,12 @@ def plot(points: list[Point], path: str) -> None:
         axes[0].plot([p.n for p in mine], [p.peak_mb for p in mine], marker="o", label=kind)
         timed = [p for p in mine if p.ms is not None]
         axes[1].plot([p.n for p in timed], [p.ms for p in timed], marker="o", label=kind)
+    lengths = sorted({p.n for p in rows})
     for ax, label in zip(axes, ("peak memory (MB, compiled)", "forward time (ms, median)")):
-        ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
+        ax.set(yscale="log", xlabel="sequence length n", ylabel=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Attention module alone, batch {FIGURE_BATCH}, width {WIDTH}, {HEADS} heads "

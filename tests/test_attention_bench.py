@@ -22,10 +22,10 @@ def test_compiled_peak_counts_arguments_outputs_and_temporaries():
 
 def test_measure_skips_running_points_over_the_memory_limit():
     x = jnp.ones((1024,), jnp.float32)
-    peak, ms, _ = ab.measure(lambda x: x * 2, (x,), repeats=2, warmup=1, max_bytes=100)
+    peak, ms, _, error = ab.measure(lambda x: x * 2, (x,), repeats=2, warmup=1, max_bytes=100)
     assert peak == 2 * 4096 and ms is None
-    peak, ms, _ = ab.measure(lambda x: x * 2, (x,), repeats=2, warmup=1, max_bytes=1e9)
-    assert peak == 2 * 4096 and ms > 0
+    peak, ms, _, error = ab.measure(lambda x: x * 2, (x,), repeats=2, warmup=1, max_bytes=1e9)
+    assert peak == 2 * 4096 and ms > 0 and error == ""
 
 
 def test_run_tables_and_files(tmp_path):
