@@ -116,7 +116,8 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(one_device_run, tmp_path, 
                    check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert re.search(f"{message} {re.escape(workdir)}/checkpoints/4", proc.stderr), proc.stderr
-    assert "Traceback" not in proc.stderr
+    # No traceback through our code (Orbax's asyncio thread may print "Event loop is closed" noise at exit).
+    assert not re.search(r'File "[^"]*jaxvision/', proc.stderr), proc.stderr
     assert not os.path.exists(os.path.join(workdir, "checkpoints", "6"))
 
 
