@@ -26,7 +26,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxvision.layers.efficient_attention import make_attention
+from jaxvision.layers.efficient_attention import make_attention, parse_attention_spec
 from jaxvision.models.bert import BertEncoder
 
 TABLE_KINDS = ("vanilla", "dct-0.25", "linformer-0.125", "nystrom-0.125", "performer-0.125")
@@ -232,7 +232,6 @@ def parse_list(text: str, kind=str) -> tuple:
 
 def check_kinds(kinds) -> None:
     """Raises ValueError naming a spec that `make_attention` does not know."""
-    from jaxvision.layers.efficient_attention import parse_attention_spec
     for kind in kinds:
         parse_attention_spec(kind)
 
