@@ -6,9 +6,11 @@
 * Figure 4.2: the attention module alone (width 512, 8 heads), batch 16, n from 128 to 8192.
 
 Peak memory is the compiled executable's memory analysis (arguments + outputs + temporaries - aliased),
-known without running it; where the device reports memory statistics (GPU) the rise of its
-`peak_bytes_in_use` watermark during the run is recorded too (empty when an earlier point set a higher
-watermark). Time is the median wall time of `repeats` runs after `warmup` runs. Points whose compiled
+known without running it. With `isolate=True` (`--isolate`) each point also runs in a fresh process that
+measures its real peak: the device's `peak_bytes_in_use` where it reports memory statistics (GPU), else
+the resident-set high-water mark (`VmHWM`, reset through /proc/self/clear_refs after compiling) above the
+resident set before the run, plus the argument bytes. That catches allocations the analysis does not see
+(XLA:CPU's dot kernels take scratch outside it). Time is the median wall time of `repeats` runs after `warmup` runs. Points whose compiled
 peak exceeds `max_bytes` are compiled (so their memory is reported) but not run; a point whose run fails
 (e.g. an allocation the compiled analysis does not see, such as a CPU dot kernel's scratch) is recorded as
 failed and the others go on.
@@ -19,13 +21,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
+from jaxvision.fileio import atomic_path, write_atomic
 from jaxvision.layers.efficient_attention import make_attention, parse_attention_spec
 from jaxvision.models.bert import BertEncoder
 
@@ -48,12 +55,17 @@ class Point:
     batch: int         # the batch that was measured
     peak_mb: float     # compiled peak, whole batch
     ms: float | None   # median forward time, whole batch
-    device_peak_mb: float | None = None
+    measured_mb: float | None = None   # measured peak of the run in its own process (isolate=True)
     error: str = ""    # why a compiled point did not run to the end (e.g. an allocation failure)
 
     @property
+    def memory_mb(self) -> float:
+        """The measured peak where there is one (isolated runs), else the compiled one; whole batch."""
+        return self.peak_mb if self.measured_mb is None else self.measured_mb
+
+    @property
     def mb_per_sample(self) -> float:
-        return self.peak_mb / self.batch
+        return self.memory_mb / self.batch
 
     @property
     def ms_per_sample(self) -> float | None:
@@ -71,14 +83,33 @@ def _device_peak() -> int | None:
     return None if not stats or "peak_bytes_in_use" not in stats else int(stats["peak_bytes_in_use"])
 
 
-def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float) -> tuple:
-    """(compiled peak bytes, median ms or None, device watermark rise in bytes or None, error) of jit(fn)(*args);
-    error is '' or the runtime's message when running failed (e.g. an allocation the analysis does not see)."""
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def _reset_rss_watermark() -> bool:
+    """Resets this process's VmHWM to its current resident set (Linux >= 4.0); False where that is unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float, measure_peak: bool = False) -> tuple:
+    """(compiled peak bytes, median ms or None, measured peak bytes or None, error) of jit(fn)(*args).
+
+    error is '' or the runtime's message when running failed (e.g. an allocation the analysis does not see).
+    `measure_peak` (meant for a fresh process, see `measure_isolated`) also measures the run's real peak."""
     compiled = jax.jit(fn).lower(*args).compile()
     peak = compiled_peak_bytes(compiled)
     if peak > max_bytes:
         return peak, None, None, ""
-    before = _device_peak()
+    on_device = _device_peak() is not None
+    rss_reset = measure_peak and not on_device and _reset_rss_watermark()
+    rss_before = _proc_status_kb("VmRSS") * 1024 if rss_reset else 0
     times = []
     try:
         for i in range(warmup + repeats):
@@ -88,32 +119,61 @@ def measure(fn, args: tuple, repeats: int, warmup: int, max_bytes: float) -> tup
                 times.append(time.perf_counter() - start)
     except jax.errors.JaxRuntimeError as e:
         return peak, None, None, " ".join(str(e).split())[:120]
-    after = _device_peak()
-    rise = after - before if before is not None and after is not None and after > before else None
-    return peak, 1e3 * statistics.median(times), rise, ""
+    measured = None
+    if measure_peak and on_device:
+        measured = _device_peak()
+    elif rss_reset:
+        arg_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(args))
+        measured = arg_bytes + _proc_status_kb("VmHWM") * 1024 - rss_before
+    return peak, 1e3 * statistics.median(times), measured, ""
 
 
-def attention_case(kind: str, n: int, batch: int, seed: int = 0) -> tuple:
-    """(fn, args) for the attention module alone on x [batch, n, 512]."""
-    module = make_attention(kind, HEADS)
-    x = jax.random.normal(jax.random.PRNGKey(seed), (batch, n, WIDTH), jnp.float32)
-    params = jax.jit(lambda: module.init(jax.random.PRNGKey(1), x[:1], None, False))()
+def measure_isolated(part: str, kind: str, n: int, batch: int, repeats: int, warmup: int, max_bytes: float,
+                     dtype: str = "float32") -> tuple:
+    """`measure` of one point in a fresh Python process, so that its measured peak is its own."""
+    job = dict(part=part, kind=kind, n=n, batch=batch, repeats=repeats, warmup=warmup, max_bytes=max_bytes,
+               dtype=dtype)
+    proc = subprocess.run([sys.executable, "-m", "jaxvision.attention_bench", json.dumps(job)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or [f"exit status {proc.returncode}"]
+        return 0, None, None, f"isolated run failed: {lines[-1][:120]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["peak"], result["ms"], result["measured"], result["error"]
+
+
+def _cast(params, dtype: str):
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+
+
+def attention_case(kind: str, n: int, batch: int, dtype: str = "float32", seed: int = 0) -> tuple:
+    """(fn, args) for the attention module alone on x [batch, n, 512], weights and activations in `dtype`."""
+    module = make_attention(kind, HEADS, dtype=jnp.dtype(dtype))
+    x = jax.random.normal(jax.random.PRNGKey(seed), (batch, n, WIDTH), dtype)
+    params = _cast(jax.jit(lambda: module.init(jax.random.PRNGKey(1), x[:1], None, False))(), dtype)
     return (lambda p, x: module.apply(p, x, None, False)), (params, x)
 
 
-def transformer_case(kind: str, n: int, batch: int, seed: int = 0) -> tuple:
-    """(fn, args) for the BERT-small-like encoder on random token ids [batch, n]."""
-    model = BertEncoder(VOCAB, n, WIDTH, DEPTH, HEADS, MLP_DIM, attention=kind)
+def transformer_case(kind: str, n: int, batch: int, dtype: str = "float32", seed: int = 0) -> tuple:
+    """(fn, args) for the BERT-small-like encoder on random token ids [batch, n], computing in `dtype`."""
+    model = BertEncoder(VOCAB, n, WIDTH, DEPTH, HEADS, MLP_DIM, attention=kind, dtype=jnp.dtype(dtype))
     tokens = jax.random.randint(jax.random.PRNGKey(seed), (batch, n), 1, VOCAB)
-    params = jax.jit(lambda: model.init(jax.random.PRNGKey(1), tokens[:1], False))()
+    params = _cast(jax.jit(lambda: model.init(jax.random.PRNGKey(1), tokens[:1], False))(), dtype)
     return (lambda p, t: model.apply(p, t, False)), (params, tokens)
+
+
+CASES = {"transformer": transformer_case, "attention": attention_case}
 
 
 def run(parts=("transformer", "attention"), table_kinds=TABLE_KINDS, figure_kinds=FIGURE_KINDS,
         lengths=FIGURE_LENGTHS, table_shapes=TABLE_SHAPES, max_batch: int | None = None, max_bytes: float = 8 * 2.0 ** 30,
-        repeats: int = 10, warmup: int = 2, log=print) -> list[Point]:
+        repeats: int = 10, warmup: int = 2, isolate: bool = False, dtype: str = "float32", log=print,
+        on_point=None) -> list[Point]:
     """Measures the requested parts ('transformer': `table_kinds` at `table_shapes` (n, batch); 'attention':
-    `figure_kinds` at `lengths`, batch 16); `max_batch` caps the batch (per-sample figures stay comparable)."""
+    `figure_kinds` at `lengths`, batch 16); `max_batch` caps the batch (per-sample figures stay comparable);
+    `isolate` runs each point in its own process and measures its real peak memory too; `dtype` is the
+    weights' and activations' type (float32 as in the thesis, or bfloat16); `on_point(points)` is called
+    after each point (the CLI rewrites its tables then, so a stopped run keeps what it measured)."""
     jobs = []
     if "transformer" in parts:
         jobs += [("transformer", kind, n, batch) for n, batch in table_shapes for kind in table_kinds]
@@ -122,13 +182,19 @@ def run(parts=("transformer", "attention"), table_kinds=TABLE_KINDS, figure_kind
     points = []
     for i, (part, kind, n, batch) in enumerate(jobs, 1):
         batch = min(batch, max_batch) if max_batch else batch
-        make = transformer_case if part == "transformer" else attention_case
-        peak, ms, rise, error = measure(*make(kind, n, batch), repeats=repeats, warmup=warmup, max_bytes=max_bytes)
-        point = Point(part, kind, n, batch, peak / MB, ms, None if rise is None else rise / MB, error)
+        if isolate:
+            peak, ms, measured, error = measure_isolated(part, kind, n, batch, repeats, warmup, max_bytes, dtype)
+        else:
+            peak, ms, measured, error = measure(*CASES[part](kind, n, batch, dtype), repeats=repeats, warmup=warmup,
+                                                max_bytes=max_bytes)
+        point = Point(part, kind, n, batch, peak / MB, ms, None if measured is None else measured / MB, error)
         points.append(point)
         timing = (f"failed: {point.error}" if point.error else
                   "not run (over the memory limit)" if point.ms is None else f"{point.ms:.2f} ms")
-        log(f"[{i}/{len(jobs)}] {part} {kind} n={n} batch={batch}: {point.peak_mb:.1f} MB, {timing}")
+        real = "" if point.measured_mb is None else f" (measured {point.measured_mb:.1f} MB)"
+        log(f"[{i}/{len(jobs)}] {part} {kind} n={n} batch={batch}: {point.peak_mb:.1f} MB{real}, {timing}")
+        if on_point is not None:
+            on_point(points)
     return points
 
 
@@ -157,15 +223,17 @@ def markdown(points: list[Point]) -> str:
                 if p is None:
                     cells.append("")
                     continue
-                mb, ms = (p.mb_per_sample, p.ms_per_sample) if part == "transformer" else (p.peak_mb, p.ms)
+                mb, ms = (p.mb_per_sample, p.ms_per_sample) if part == "transformer" else (p.memory_mb, p.ms)
                 text = "failed" if p.error else f"{_fmt(mb)} / {_fmt(ms)}"
                 if base is not None and kind != "vanilla" and p.ms is not None and base.ms is not None:
-                    text += f" ({p.peak_mb / base.peak_mb:.2f}x / {p.ms / base.ms:.2f}x)"
+                    text += f" ({p.memory_mb / base.memory_mb:.2f}x / {p.ms / base.ms:.2f}x)"
                 cells.append(text)
             out.append(f"| {kind} | " + " | ".join(cells) + " |")
         out.append("")
+    measured = any(p.measured_mb is not None for p in points)
     out.append("(a / b): memory / time relative to vanilla at the same point; '-': compiled only, not run; "
-               "failed: see attention.csv.")
+               "failed: see attention.csv. Memory: " + ("the measured peak of each point in its own process "
+               "(compiled analysis in attention.csv)." if measured else "the compiled executable's analysis."))
     return "\n".join(out) + "\n"
 
 
@@ -173,10 +241,10 @@ def to_csv(points: list[Point]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["part", "kind", "n", "batch", "peak_mb", "ms", "mb_per_sample", "ms_per_sample",
-                     "device_peak_rise_mb", "error"])
+                     "measured_mb", "error"])
     for p in points:
         writer.writerow([p.part, p.kind, p.n, p.batch, f"{p.peak_mb:.3f}", _fmt(p.ms, 3),
-                         f"{p.mb_per_sample:.3f}", _fmt(p.ms_per_sample, 4), _fmt(p.device_peak_mb, 3), p.error])
+                         f"{p.mb_per_sample:.3f}", _fmt(p.ms_per_sample, 4), _fmt(p.measured_mb, 3), p.error])
     return buf.getvalue()
 
 
@@ -191,11 +259,12 @@ def plot(points: list[Point], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind in dict.fromkeys(p.kind for p in rows):
         mine = sorted((p for p in rows if p.kind == kind), key=lambda p: p.n)
-        axes[0].plot([p.n for p in mine], [p.peak_mb for p in mine], marker="o", label=kind)
+        axes[0].plot([p.n for p in mine], [p.memory_mb for p in mine], marker="o", label=kind)
         timed = [p for p in mine if p.ms is not None]
         axes[1].plot([p.n for p in timed], [p.ms for p in timed], marker="o", label=kind)
     lengths = sorted({p.n for p in rows})
-    for ax, label in zip(axes, ("peak memory (MB, compiled)", "forward time (ms, median)")):
+    memory = "measured" if any(p.measured_mb is not None for p in rows) else "compiled"
+    for ax, label in zip(axes, (f"peak memory (MB, {memory})", "forward time (ms, median)")):
         ax.set(yscale="log", xlabel="sequence length n", ylabel=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -205,21 +274,19 @@ def plot(points: list[Point], path: str) -> None:
     fig.suptitle(f"Attention module alone, batch {FIGURE_BATCH}, width {WIDTH}, {HEADS} heads "
                  f"({jax.devices()[0].device_kind})")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def write_results(points: list[Point], out_dir: str) -> list[str]:
-    """Writes attention.md, attention.csv and (with Figure 4.2 points) attention.png into `out_dir`."""
-    from jaxvision.train.loop import write_atomic
+def write_results(points: list[Point], out_dir: str, dtype: str = "float32", with_plot: bool = True) -> list[str]:
+    """Writes attention.md, attention.csv and (with Figure 4.2 points and `with_plot`) attention.png."""
     os.makedirs(out_dir, exist_ok=True)
-    device = f"{jax.device_count()}x {jax.devices()[0].device_kind}, jax {jax.__version__}"
+    device = f"{jax.device_count()}x {jax.devices()[0].device_kind}, jax {jax.__version__}, {dtype}"
     paths = [os.path.join(out_dir, "attention.md"), os.path.join(out_dir, "attention.csv")]
     write_atomic(paths[0], f"# Attention benchmark ({device})\n\n" + markdown(points))
     write_atomic(paths[1], to_csv(points))
-    if any(p.part == "attention" for p in points):
+    if with_plot and any(p.part == "attention" for p in points):
         paths.append(os.path.join(out_dir, "attention.png"))
         plot(points, paths[-1])
     return paths
@@ -235,3 +302,15 @@ def check_kinds(kinds) -> None:
     for kind in kinds:
         parse_attention_spec(kind)
 
+
+def _main(job_json: str) -> None:
+    """Child of `measure_isolated`: measures one point and prints its result as one JSON line."""
+    job = json.loads(job_json)
+    peak, ms, measured, error = measure(*CASES[job["part"]](job["kind"], job["n"], job["batch"], job["dtype"]),
+                                        repeats=job["repeats"], warmup=job["warmup"], max_bytes=job["max_bytes"],
+                                        measure_peak=True)
+    print(json.dumps(dict(peak=peak, ms=ms, measured=measured, error=error)))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])

@@ -5,6 +5,10 @@
     jaxvision bench train --config configs/quickstart.py [--steps 20]
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
     jaxvision bench attention [--out DIR] [--kinds vanilla,dct-0.25] [--lengths 128,1024] [--max-batch 8]
+    jaxvision export --workdir DIR [--step N] | --model NAME --input HxW  --out FILE.onnx
+                     [--format onnx|tensorrt] [--batch 1] [--dynamic-batch] [--opset 17] [--layout nchw|nhwc]
+                     [--precision fp32|fp16] [--verify]
+    jaxvision bench latency --workdir DIR | --model NAME [--input HxW] [--runs 1000] [--batch 8] [--json FILE]
     jaxvision models [--filter SUBSTRING]
     jaxvision profile --model resnet50 --input 1x224x224x3 [--model.num_classes=10 ...] [--json FILE]
     jaxvision convert-weights --from torchvision|timm --model resnet34 --in FILE.pth|.safetensors --out DIR
@@ -27,6 +31,14 @@ EXIT_USAGE, EXIT_FAILED = 2, 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxvision", description="jaxvision: efficient computer vision in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_source(p):
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--workdir", help="training run (its config.json and checkpoint)")
+        source.add_argument("--model", help="a registered model with fresh weights (deployment dry runs, latency)")
+        p.add_argument("--input", default="224x224", help="HxW for --model (a run uses its config's size)")
+        p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+        return p
 
     def with_config(p):
         p.add_argument("--config", required=True, help="config file (Python, get_config())")
@@ -55,6 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--max-gb", type=float, default=8.0, help="compile but do not run points above this peak")
     ba.add_argument("--repeats", type=int, default=10)
     ba.add_argument("--warmup", type=int, default=2)
+    ba.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="weights and activations (float32 as in the thesis)")
+    ba.add_argument("--isolate", action="store_true",
+                    help="run each point in its own process and measure its real peak memory (slower)")
+
+    ex = model_source(sub.add_parser("export", help="checkpoint -> ONNX (+ sidecar JSON) or TensorRT engine"))
+    ex.add_argument("--out", required=True, help="output file (.onnx, or .engine for --format tensorrt)")
+    ex.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"))
+    ex.add_argument("--batch", type=int, default=1, help="batch size of the graph (the optimum with --dynamic-batch)")
+    ex.add_argument("--dynamic-batch", action="store_true", help="any batch size at run time")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-20 (17: TensorRT 8.5 / JetPack 5)")
+    ex.add_argument("--layout", default="nchw", choices=("nchw", "nhwc"), help="input layout (TensorRT prefers nchw)")
+    ex.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="weights and compute")
+    ex.add_argument("--verify", action="store_true", help="compare ONNX Runtime with JAX; fail above tolerance")
+
+    bl = bench_sub.add_parser("latency", help="inference latency: JAX jit vs ONNX Runtime (Tables 2.8 / 3.4)")
+    model_source(bl)
+    bl.add_argument("--runs", type=int, default=1000, help="calls at batch 1 (fewer at larger batches)")
+    bl.add_argument("--batch", type=int, default=8, help="the batch for throughput (besides batch 1)")
+    bl.add_argument("--json", default=None, help="also write the results to this JSON file")
 
     ls = sub.add_parser("models", help="list the registered models with their parameter counts")
     ls.add_argument("--filter", default="", help="only names containing this substring")
@@ -88,9 +120,29 @@ def _cmd_bench_attention(args) -> None:
                     figure_kinds=kinds or ab.FIGURE_KINDS,
                     lengths=ab.parse_list(args.lengths, int) if args.lengths else ab.FIGURE_LENGTHS,
                     max_batch=args.max_batch, max_bytes=args.max_gb * 2.0 ** 30, repeats=args.repeats,
-                    warmup=args.warmup)
+                    warmup=args.warmup, isolate=args.isolate, dtype=args.dtype,
+                    on_point=lambda points: ab.write_results(points, args.out, args.dtype, with_plot=False))
     print(ab.markdown(points))
-    print("wrote " + ", ".join(ab.write_results(points, args.out)))
+    print("wrote " + ", ".join(ab.write_results(points, args.out, args.dtype)))
+
+
+def _exportable(args):
+    from jaxvision.export import exporter
+    if args.workdir:
+        return exporter.from_workdir(args.workdir, args.step)
+    try:
+        height, width = (int(v) for v in args.input.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input '{args.input}' is not HxW (e.g. 224x224)") from None
+    return exporter.from_registry(args.model, height, width)
+
+
+def _cmd_export(args) -> None:
+    from jaxvision.export import exporter
+    exportable = _exportable(args)
+    paths = exporter.export(exportable, args.out, args.format, args.batch, args.dynamic_batch, args.opset,
+                            args.layout, args.precision, args.verify)
+    print("wrote " + ", ".join(paths))
 
 
 def _load(config_path: str | None, overrides: list[str], workdir: str | None = None):
@@ -120,6 +172,12 @@ def run(argv: list[str]) -> int:
         print(f"wrote {', '.join(written)} in {os.path.abspath(args.workdir)}")
     elif args.command == "bench" and args.bench_command == "attention":
         _cmd_bench_attention(args)
+    elif args.command == "bench" and args.bench_command == "latency":
+        from jaxvision.export import latency
+        result = latency.measure(_exportable(args), batches=(1, args.batch), runs=args.runs, log=lambda _: None)
+        print(latency.format_table(result))
+        if args.json:
+            latency.write_json(result, args.json)
     elif args.command == "bench":
         from jaxvision.train import bench
         config = _load(args.config, overrides)
@@ -127,6 +185,8 @@ def run(argv: list[str]) -> int:
             print(bench.format_report(bench.bench_train(config, args.steps, args.warmup)))
         else:
             print(bench.format_report(bench.bench_data(config, args.batches)))
+    elif args.command == "export":
+        _cmd_export(args)
     elif args.command == "models":
         print(_models_table(args.filter))
     elif args.command == "profile":
@@ -214,29 +274,41 @@ def _print_results(config, results: dict) -> None:
         print(get_task(config).format(results))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `jaxvision` console script."""
-    from absl import logging as absl_logging
+def _user_error_exit(error: Exception) -> int | None:
+    """The exit status for an error the user can fix (printed without a traceback), or None for a bug.
+    The error classes are imported here, not at start-up, so commands that need no training stack
+    (`bench attention`) run where only jax and flax are installed."""
     from jaxvision.config import ConfigError
     from jaxvision.train.checkpoint import CheckpointError
     from jaxvision.train.loop import Interrupted, NonFiniteLossError, WorkdirError
 
+    if isinstance(error, ConfigError):
+        print(f"jaxvision: config error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(error, Interrupted):
+        print(f"jaxvision: {error}", file=sys.stderr)
+        return 128 + int(error.signum)
+    user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, FileExistsError,
+                   PermissionError, ValueError)
+    if isinstance(error, user_errors):
+        print(f"jaxvision: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jaxvision` console script."""
+    from absl import logging as absl_logging
+
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's INFO/WARNING lines are noise on a terminal
-    user_errors = (WorkdirError, CheckpointError, NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError)
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)
-    except (ConfigError, Interrupted, *user_errors) as e:
-        if os.environ.get("JAXVISION_DEBUG"):  # full traceback for developers
+    except Exception as e:  # noqa: BLE001 - user errors become a message and an exit status, bugs re-raise
+        status = None if os.environ.get("JAXVISION_DEBUG") else _user_error_exit(e)  # full traceback for developers
+        if status is None:
             raise
-        if isinstance(e, ConfigError):
-            print(f"jaxvision: config error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        if isinstance(e, Interrupted):
-            print(f"jaxvision: {e}", file=sys.stderr)
-            return 128 + int(e.signum)
-        print(f"jaxvision: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return status
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from jaxvision.fileio import write_atomic
+
 
 class ConfigError(ValueError):
     """A user error in a config file or a command-line override."""
@@ -126,10 +128,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:
     """Writes the config as JSON (atomically) so eval/export can rebuild the run."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(config.to_json(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, config.to_json(indent=2, sort_keys=True))
 
 
 def config_from_json(path: str) -> ml_collections.ConfigDict:

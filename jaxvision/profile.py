@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import time
 from typing import Any, Sequence
@@ -38,6 +37,7 @@ from flax.linen.linear import canonicalize_padding
 
 from jaxvision import models
 from jaxvision.config import ConfigError
+from jaxvision.fileio import write_atomic
 from jaxvision.layers.attention import MultiHeadSelfAttention, dot_product_attention
 
 
@@ -350,7 +350,4 @@ def format_profile(profile: Profile) -> str:
 
 def write_json(profile: Profile, path: str) -> None:
     """Writes the profile (rows, totals and per-layer counts) as JSON, atomically."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(profile), f, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(dataclasses.asdict(profile), indent=2))

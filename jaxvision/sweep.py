@@ -35,6 +35,7 @@ import shlex
 import sys
 
 from jaxvision.config import ConfigError, load_config, parse_overrides
+from jaxvision.fileio import write_atomic
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]*")
 # Fields a run may change and still continue from its folder (a longer schedule resumes).
@@ -198,7 +199,6 @@ def format_csv(rows: list[dict], task: str = "segdepth") -> str:
 
 def write_results(workdir: str, rows: list[dict], title: str = "", task: str = "segdepth") -> None:
     """WORKDIR/results.md and WORKDIR/results.csv, each replaced atomically."""
-    from jaxvision.train.loop import write_atomic  # noqa: PLC0415
     write_atomic(os.path.join(workdir, "results.md"), format_markdown(rows, title, task))
     write_atomic(os.path.join(workdir, "results.csv"), format_csv(rows, task))
 

@@ -6,13 +6,13 @@ Files are written atomically: to a temporary file in the same folder, then `os.r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from jaxvision.fileio import atomic_path
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -77,21 +77,6 @@ def colorize_depth(depth, vmin: float | None = None, vmax: float | None = None) 
     return np.where(valid[..., None], rgb, 0).astype(np.uint8)
 
 
-@contextlib.contextmanager
-def _atomic_path(path: str):
-    """Yields a temporary path next to `path`; on success it replaces `path`, on failure it is removed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _to_uint8_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == np.uint8:
@@ -138,7 +123,7 @@ def save_prediction_grid(path: str, images, pred_semseg, gt_semseg, pred_depth, 
             if (tile_w, tile_h) != (width, height):
                 picture = picture.resize((tile_w, tile_h), resample)
             canvas.paste(picture, (GRID_PAD + col * (tile_w + GRID_PAD), GRID_TITLE_HEIGHT + row * (tile_h + GRID_PAD)))
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
 
 
@@ -207,5 +192,5 @@ def plot_training_curves(metrics_jsonl_path: str, out_png: str) -> None:
         if len(series_keys) > 1:
             ax.legend(fontsize="small")
     fig.tight_layout()
-    with _atomic_path(out_png) as tmp:
+    with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")

@@ -5,9 +5,9 @@
 # The PyTorch originals (the `parity` extra: torch, torchvision, timm, ~5.5 GB) are installed too when possible,
 # for the weight-conversion parity tests; JAXVISION_PARITY=0 skips them (those tests then skip, saying why).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev,export
 if [ "${JAXVISION_PARITY:-1}" != 0 ]; then
-  bash launch/_venv.sh dev,parity \
+  bash launch/_venv.sh dev,export,parity \
     || echo "[jaxvision] could not install torch/torchvision/timm; the PyTorch parity tests will skip"
 fi
 exec .venv/bin/python -m pytest "$@"

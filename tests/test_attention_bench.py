@@ -28,6 +28,17 @@ def test_measure_skips_running_points_over_the_memory_limit():
     assert peak == 2 * 4096 and ms > 0 and error == ""
 
 
+def test_isolated_run_measures_the_score_matrix_the_analysis_may_miss():
+    # vanilla attention, batch 4, 8 heads, n = 512: the softmax scores alone are 4 * 8 * 512 * 512 float32s.
+    peak, ms, measured, error = ab.measure_isolated("attention", "vanilla", 512, 4, repeats=1, warmup=0,
+                                                    max_bytes=1e10)
+    assert error == "" and ms > 0 and peak > 4 * 512 * 512 * 4  # the input and output at least
+    assert measured >= 4 * 8 * 512 * 512 * 4
+    peak, ms, measured, error = ab.measure_isolated("attention", "vanilla", 512, 4, repeats=1, warmup=0,
+                                                    max_bytes=100)
+    assert ms is None and measured is None and peak > 100  # over the limit: compiled, not run
+
+
 def test_run_tables_and_files(tmp_path):
     points = ab.run(parts=("transformer", "attention"), table_kinds=("vanilla", "dct-0.25"),
                     figure_kinds=("vanilla", "dct-0.25"), lengths=(32, 64), table_shapes=((32, 4),), max_batch=2,

@@ -16,11 +16,12 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 
 import ml_dtypes
 import numpy as np
+
+from jaxvision.fileio import atomic_path
 
 # torch's legacy storage class names (what torch.save still writes) -> numpy dtype.
 _STORAGE_DTYPES = {
@@ -176,9 +177,7 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
         offset += len(raw)
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as file:
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
         file.write(struct.pack("<Q", len(encoded)) + encoded)
         for raw in chunks:
             file.write(raw)
-    os.replace(file.name, path)

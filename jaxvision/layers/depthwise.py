@@ -9,9 +9,26 @@ the profiler see no difference) that computes the shifted form on CPU and XLA's 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+
+_GROUPED_CONV = contextvars.ContextVar("jaxvision_depthwise_grouped_conv", default=False)
+
+
+@contextlib.contextmanager
+def grouped_conv():
+    """Within this context `DepthwiseConv` traces XLA's grouped convolution on every backend (one Conv node
+    when exported to ONNX / TensorRT, instead of the CPU-fast shifted multiply-adds)."""
+    token = _GROUPED_CONV.set(True)
+    try:
+        yield
+    finally:
+        _GROUPED_CONV.reset(token)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -55,7 +72,7 @@ class DepthwiseConv(nn.Conv):
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         strides, dilation = _pair(self.strides or 1), _pair(self.kernel_dilation or 1)
         padding = tuple(tuple(p) for p in self.padding)
-        if jax.default_backend() == "cpu":
+        if jax.default_backend() == "cpu" and not _GROUPED_CONV.get():
             y = depthwise_conv_shifted(x, kernel, strides, padding, dilation)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,

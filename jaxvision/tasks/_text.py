@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxvision.config import ConfigError
 from jaxvision.data import pipeline
+from jaxvision.fileio import write_atomic
 from jaxvision.text.tokenizer import CLS_ID, PAD_ID
 
 
@@ -37,8 +38,5 @@ def format_metrics(results: dict, names: tuple[str, ...]) -> str:
 def write_markdown(path: str, text: str) -> str:
     """Writes `text` to `path` with its extension replaced by .md (atomically); returns that path."""
     path = os.path.splitext(path)[0] + ".md"
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return path

@@ -16,6 +16,8 @@ from typing import Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from jaxvision.fileio import atomic_path
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 
@@ -49,15 +51,8 @@ def train_tokenizer(files: Sequence[str], out_path: str, vocab_size: int = 30522
 
 def save_tokenizer(tokenizer: Tokenizer, path: str) -> None:
     """Writes `tokenizer` as JSON to `path`, atomically (a temporary file renamed into place)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tokenizer.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_tokenizer(path: str) -> Tokenizer:

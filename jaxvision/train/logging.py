@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import tqdm
 
+from jaxvision.fileio import write_atomic
+
 
 class MetricsWriter:
     """Appends one JSON object per logging event and mirrors scalars to TensorBoard."""
@@ -46,10 +48,7 @@ def truncate_after(path: str, step: int) -> None:
         return
     with open(path) as f:
         lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(lines))
 
 
 class Progress:

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from jaxvision import models, visualize
 from jaxvision.config import save_config
 from jaxvision.data import pipeline
+from jaxvision.fileio import write_atomic
 from jaxvision.tasks import get_task, model_init_inputs, model_input_keys
 from jaxvision.train import parallel
 from jaxvision.train.checkpoint import CheckpointError, Checkpointer
@@ -348,8 +349,3 @@ def _jsonable(value):
     return [None if not np.isfinite(v) else float(v) for v in array.ravel()]
 
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
