@@ -100,9 +100,10 @@ def from_registry(name: str, height: int, width: int, seed: int = 0, **options) 
     random images, so that every weight and the BatchNorm folding show in the outputs."""
     from jaxvision import models
     model = models.create(name, **options)
-    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(seed), jnp.zeros((1, height, width, 3)),
-                                           train=False))()
+    init = jax.jit(lambda key, x: model.init(key, x, train=False))  # inputs as arguments: nothing to fold
+    variables = init(jax.random.PRNGKey(seed), jnp.zeros((1, height, width, 3)))
     rng = np.random.default_rng(seed)
+
     def randomise(path, a):  # zero-initialised scales (zero-init residual BN) near 1, other zeros small
         if not a.ndim or np.any(a):
             return a
@@ -133,13 +134,13 @@ def _calibrate_batch_stats(name: str, options: dict, variables: dict, images: np
     quiet = {k: 0.0 for k in models.model_options(name) if "drop" in k and k not in options}
     model = models.create(name, **options, **quiet)
 
-    def updated(stats):
-        return model.apply({**variables, "batch_stats": stats}, images.astype(np.float32), train=True,
+    @jax.jit  # weights and images are arguments, not constants XLA would try to fold
+    def updated(params, stats, x):
+        return model.apply({"params": params, "batch_stats": stats}, x, train=True,
                            mutable=["batch_stats"])[1]["batch_stats"]
-    stats = variables["batch_stats"]
-    run = jax.jit(updated)
-    from_zeros = run(jax.tree.map(jnp.zeros_like, stats))
-    from_ones = run(jax.tree.map(jnp.ones_like, stats))
+    stats, x = variables["batch_stats"], jnp.asarray(images, jnp.float32)
+    from_zeros = updated(variables["params"], jax.tree.map(jnp.zeros_like, stats), x)
+    from_ones = updated(variables["params"], jax.tree.map(jnp.ones_like, stats), x)
     solved = jax.tree.map(lambda z, o: z / (1.0 - (o - z)), from_zeros, from_ones)
     flat = dict(jax.tree_util.tree_flatten_with_path(solved)[0])
 
