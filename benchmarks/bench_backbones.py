@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import jax
 import numpy as np
 
 from jaxvision import models
 from jaxvision.convert import convert_state_dict
+from jaxvision.timing import time_calls
 
 # jaxvision name -> (source, PyTorch name)
 PAIRS = {
@@ -43,14 +43,7 @@ def _torch_model(source: str, name: str):
 
 
 def _median_seconds(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, iters, warmup)) / 1e3
 
 
 def bench_pair(name: str, batch: int, size: int, warmup: int, iters: int) -> dict:

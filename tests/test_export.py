@@ -217,3 +217,24 @@ def test_export_cli_errors(one_device_run, tmp_path):
     proc = run_cli(["export", "--workdir", str(other), "--out", str(tmp_path / "a.onnx")], check=False)
     assert proc.returncode == 1 and "does not fit the model" in proc.stderr
     assert not os.path.exists(tmp_path / "a.onnx")
+
+
+def test_export_input_size_and_task_errors(one_device_run, tmp_path):
+    proc = run_cli(["export", "--model", "resnet18", "--input", "64", "--out", str(tmp_path / "a.onnx")], check=False)
+    assert proc.returncode == 1 and "--input '64' is not HxW" in proc.stderr
+    text = tmp_path / "text_run"
+    shutil.copytree(one_device_run[0], text)
+    config = json.loads((text / "config.json").read_text())
+    config["task"] = "mlm"
+    (text / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="task 'mlm'"):
+        exporter.from_workdir(str(text))
+    assert os.listdir(tmp_path) == ["text_run"]
+
+
+def test_runtime_needs_the_model_and_its_sidecar(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        Runtime(str(tmp_path / "missing.onnx"))
+    (tmp_path / "lonely.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"no sidecar .*lonely\.json"):
+        Runtime(str(tmp_path / "lonely.onnx"))

@@ -157,7 +157,7 @@ def _count(tree) -> int:
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(tree))
 
 
-def _with_layout(exportable: Exportable, layout: str) -> Callable:
+def with_layout(exportable: Exportable, layout: str) -> Callable:
     """The function on the exported input layout; NCHW inputs and NCHW image outputs for `nchw`."""
     if layout == "nhwc":
         return exportable.fn
@@ -183,7 +183,7 @@ def build_onnx(exportable: Exportable, batch: int = 1, dynamic_batch: bool = Fal
                           "(int8 is a TensorRT engine option)")
     spec = jax.ShapeDtypeStruct(input_shape(exportable, batch, layout), jnp.float32)
     with grouped_conv():
-        model = to_onnx(_with_layout(exportable, layout), [spec], ["image"], list(exportable.output_names),
+        model = to_onnx(with_layout(exportable, layout), [spec], ["image"], list(exportable.output_names),
                         opset=opset, float16=precision == "fp16", dynamic_batch=dynamic_batch,
                         graph_name=exportable.name, doc=f"jaxvision {exportable.name}: see the sidecar JSON")
     check(model)
@@ -256,7 +256,7 @@ def verify_onnx(exportable: Exportable, onnx_bytes: bytes, layout: str, precisio
     """Runs the ONNX graph in ONNX Runtime (CPU) and the JAX function on the same random pixels."""
     import onnxruntime as ort
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    fn = jax.jit(_with_layout(exportable, layout))
+    fn = jax.jit(with_layout(exportable, layout))
     rng = np.random.default_rng(seed)
     diffs = []
     for batch in batches:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ import numpy as np
 
 from jaxvision.export import exporter
 from jaxvision.fileio import write_atomic
+from jaxvision.timing import time_calls
 
 
 @dataclasses.dataclass
@@ -31,18 +31,6 @@ class Latency:
     @property
     def images_per_s(self) -> float:
         return 1e3 * self.batch / self.mean_ms
-
-
-def time_calls(call, runs: int, warmup: int) -> list[float]:
-    """Wall times (ms) of `runs` calls of `call()` after `warmup` calls."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(1e3 * (time.perf_counter() - start))
-    return times
 
 
 def summarise(runtime: str, batch: int, times: list[float]) -> Latency:
@@ -64,7 +52,7 @@ def measure(exportable: exporter.Exportable, batches=(1, 8), runs: int = 1000, w
     import onnxruntime as ort
     model = exporter.build_onnx(exportable, dynamic_batch=True, layout=layout)
     data = model.SerializeToString()
-    fn = jax.jit(exporter._with_layout(exportable, layout))  # noqa: SLF001 - the exported function itself
+    fn = jax.jit(exporter.with_layout(exportable, layout))
     rows = []
     for batch in batches:
         n = max(20, runs // batch)
@@ -81,7 +69,7 @@ def measure(exportable: exporter.Exportable, batches=(1, 8), runs: int = 1000, w
                                   time_calls(lambda: session.run(None, {"image": x}), n, warmup)))
             log(_row(rows[-1]))
     one = jax.ShapeDtypeStruct(exporter.input_shape(exportable, 1, layout), jnp.float32)
-    cost = jax.jit(exporter._with_layout(exportable, layout)).lower(one).compile().cost_analysis()  # noqa: SLF001
+    cost = fn.lower(one).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return {"model": exportable.name, "input": [exportable.height, exportable.width], "parameters": exportable.parameters,
             "macs": float(cost.get("flops", float("nan"))) / 2, "device": jax.devices()[0].device_kind,

@@ -271,8 +271,8 @@ class _Converter:
 
 
 # Handled even on constants: broadcast_in_dim keeps the constant small (size-1 axes) instead of folding
-# it to its full broadcast size.
-_NEVER_FOLD = {"broadcast_in_dim"}
+# it to its full broadcast size; iota (no inputs) is built with numpy.
+_NEVER_FOLD = {"broadcast_in_dim", "iota"}
 
 _NUMPY_ELEMENTWISE: dict[str, Callable] = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
