@@ -14,6 +14,8 @@
     jaxvision convert-weights --from torchvision|timm --model resnet34 --in FILE.pth|.safetensors --out DIR
                               [--model.num_classes=0 ...]
     jaxvision sweep --config FILE --workdir DIR --sweep SWEEPFILE [--run 'TAG: --config.a=1 ...'] [--config.x=y ...]
+    jaxvision saliency --workdir DIR [--step N] [--task distraction] [--target phone] [--num 8] [--out FILE.png]
+    jaxvision pseudo-label --teacher DIR [--step N] --images ROOT --out LABELS.jsonl [--alpha A]
 
 Errors a user can cause end with one line on stderr and a non-zero exit, not a traceback
 (JAXVISION_DEBUG=1 shows the traceback).
@@ -108,6 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--sweep", dest="sweep_file", help="file of 'TAG: --config.a=1 ...' lines (jaxvision/sweep.py)")
     sw.add_argument("--run", action="append", default=[], help="one more run 'TAG: --config.key=value ...'")
     sw.add_argument("--dry-run", action="store_true", help="check every run and show what is done / to resume / new")
+
+    sal = sub.add_parser("saliency", help="saliency maps of a driver-monitoring run (thesis 2.4.1): gradient, Score-CAM")
+    sal.add_argument("--workdir", required=True, help="driver-monitoring training run")
+    sal.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    sal.add_argument("--task", default="distraction", help="eyes | mouth | distraction")
+    sal.add_argument("--target", default=None, help="class (or eye label) to explain, by name; default: predicted")
+    sal.add_argument("--num", type=int, default=8, help="validation faces to draw")
+    sal.add_argument("--out", default=None, help="PNG to write (default: WORKDIR/saliency_TASK.png)")
+    pl = sub.add_parser("pseudo-label", help="label distraction images with a DMS teacher run (thesis Eq. 2.4)")
+    pl.add_argument("--teacher", required=True, help="DMS training run (workdir) used as the teacher")
+    pl.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    pl.add_argument("--images", required=True, help="folder with phone/, smoking/ (see jaxvision/data/distraction.py)")
+    pl.add_argument("--out", required=True, help="JSON Lines file of the pseudo labels")
+    pl.add_argument("--alpha", type=float, default=None, help="alpha of Eq. 2.4 (default: distraction.DEFAULT_ALPHA)")
     return parser
 
 
@@ -200,7 +216,51 @@ def run(argv: list[str]) -> int:
               f"{args.model}, {meta['num_params']:,} parameters")
     elif args.command == "sweep":
         return _cmd_sweep(args, overrides)
+    elif args.command == "saliency":
+        _cmd_saliency(args)
+    elif args.command == "pseudo-label":
+        _cmd_pseudo_label(args)
     return 0
+
+
+def _cmd_saliency(args) -> None:
+    """Saliency maps of the first `--num` validation faces of a DMS run (thesis Sec. 2.4.1)."""
+    import jax
+    import numpy as np
+    from jaxvision.data import pipeline
+    from jaxvision.tasks import dms
+    from jaxvision.train.loop import load_run
+    if args.task not in dms.SALIENCY_TASKS:
+        raise ValueError(f"--task {args.task}: choose one of {', '.join(dms.SALIENCY_TASKS)}")
+    names = dms.SALIENCY_TASKS[args.task]
+    if args.target is not None and args.target not in names:
+        raise ValueError(f"--target {args.target}: {args.task} has {', '.join(names)}")
+    config, model, state, step = load_run(args.workdir, args.step, tasks=("dms",))
+    source = pipeline.get_source(config.data, "val")
+    images = np.stack([source[i]["image"] for i in range(min(args.num, len(source)))])
+    target = None if args.target is None else names.index(args.target)
+    out = args.out or os.path.join(args.workdir, f"saliency_{args.task}.png")
+    dms.save_saliency(out, model, jax.device_get(state.variables()), images, args.task, target)
+    print(f"wrote {os.path.abspath(out)} (step {step}, {len(images)} faces)")
+
+
+def _cmd_pseudo_label(args) -> None:
+    """Pseudo-labels the images of `--images` with the DMS run `--teacher` (thesis Sec. 2.3.2, Eq. 2.4)."""
+    import dataclasses
+    import jax
+    import numpy as np
+    from jaxvision.data import distraction
+    from jaxvision.export import exporter
+    distraction.read_annotations(args.images)          # bad image folders fail before the teacher loads
+    if not os.path.isdir(args.teacher):
+        raise FileNotFoundError(f"teacher workdir not found: {args.teacher}")
+    teacher = exporter.from_workdir(args.teacher, args.step)
+    teacher = dataclasses.replace(teacher, fn=jax.jit(teacher.fn))
+    alpha = distraction.DEFAULT_ALPHA if args.alpha is None else args.alpha
+    records = distraction.pseudo_label(args.images, teacher, args.out, alpha)
+    c = np.array([r["confidence"] for r in records])
+    print(f"wrote {len(records)} pseudo labels to {os.path.abspath(args.out)}: confidence mean {c.mean():.3f}, "
+          f"{(c < 0.5).sum()} below 0.5")
 
 
 def _cmd_sweep(args, overrides: list[str]) -> int:

@@ -127,6 +127,55 @@ def save_prediction_grid(path: str, images, pred_semseg, gt_semseg, pred_depth, 
         canvas.save(tmp, format="PNG")
 
 
+FACE_TILE = 192          # face crops are drawn at this size
+FACE_TEXT_HEIGHT = 40   # two lines of text under each face
+
+
+def _face_caption(pred: dict, true: dict, i: int) -> list[str]:
+    """Two lines: eyes / mouth / distraction as predicted (true), and the head pose in degrees."""
+    from jaxvision.data.face_landmarks import DISTRACTION_CLASSES, MOUTH_LEVELS  # noqa: PLC0415
+    eyes = "".join("o" if p > 0.5 else "-" for p in pred["eyes"][i])
+    eyes_true = "".join("o" if t > 0.5 else "-" for t in true["eyes"][i])
+    mouth, distraction = MOUTH_LEVELS[int(np.argmax(pred["mouth"][i]))], DISTRACTION_CLASSES[int(np.argmax(
+        pred["distraction"][i]))]
+    pose = " ".join(f"{np.degrees(v):+.0f}" for v in pred["head_pose"][i])
+    pose_true = " ".join(f"{np.degrees(v):+.0f}" for v in true["head_pose"][i])
+    return [f"eyes {eyes}({eyes_true}) {mouth[:4]}({MOUTH_LEVELS[int(true['mouth'][i])][:4]}) "
+            f"{distraction[:5]}({DISTRACTION_CLASSES[int(true['distraction'][i])][:5]})",
+            f"ypr {pose} ({pose_true})"]
+
+
+def save_face_grid(path: str, images, pred: dict, true: dict, max_images: int = 16, columns: int = 4) -> None:
+    """PNG grid of face crops: predicted landmarks in green, true ones in red, and under each face the
+    predicted (true) eyes (o open, - closed/hidden; left visible, left open, right visible, right open),
+    mouth level, distraction class and yaw / pitch / roll in degrees.
+
+    images [B,H,W,3] in [0,1]; pred / true: 'landmarks' [B,98,2] in [0,1], 'eyes' [B,4] probabilities / labels,
+    'mouth' and 'distraction' probabilities [B,3] / class ids [B], 'head_pose' [B,3] radians.
+    """
+    images = np.asarray(images)
+    count = min(len(images), max_images)
+    if count < 1:
+        raise ValueError("save_face_grid: no faces to draw")
+    pred = {k: np.asarray(v) for k, v in pred.items()}
+    rows, cols = -(-count // columns), min(columns, count)
+    cell_w, cell_h = FACE_TILE + GRID_PAD, FACE_TILE + FACE_TEXT_HEIGHT + GRID_PAD
+    canvas = Image.new("RGB", (cols * cell_w + GRID_PAD, rows * cell_h + GRID_PAD), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i in range(count):
+        x0, y0 = GRID_PAD + (i % columns) * cell_w, GRID_PAD + (i // columns) * cell_h
+        face = Image.fromarray(_to_uint8_image(images[i])).resize((FACE_TILE, FACE_TILE), Image.BILINEAR)
+        canvas.paste(face, (x0, y0))
+        for points, colour in ((true["landmarks"][i], (230, 40, 40)), (pred["landmarks"][i], (40, 220, 40))):
+            for x, y in np.asarray(points) * FACE_TILE:
+                draw.ellipse((x0 + x - 1.5, y0 + y - 1.5, x0 + x + 1.5, y0 + y + 1.5), fill=colour)
+        for line, text in enumerate(_face_caption(pred, true, i)):
+            draw.text((x0, y0 + FACE_TILE + 2 + 14 * line), text, fill="black", font=font)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+
+
 def _read_jsonl(path: str) -> list[dict]:
     """Rows of a metrics.jsonl; a last line cut short (a writer mid-append) is skipped."""
     if not os.path.exists(path):

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxvision import text
-from jaxvision.data import cityscapes, nyu, synthetic, transforms
+from jaxvision.data import cityscapes, distraction, face_roi, lapa, nyu, synthetic, synthetic_faces, transforms
 
 SPLITS = ("train", "val")
 _MAX_EXAMPLES = 2**40  # "infinite" stream, finite so that grain can batch and slice it
@@ -68,10 +68,36 @@ def _long_range(data_config: ml_collections.ConfigDict, split: str) -> text.Long
                                   data_config.max_count)
 
 
-# miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py). Text sources: jaxvision/text.
+def _synthetic_faces(data_config: ml_collections.ConfigDict, split: str) -> synthetic_faces.SyntheticFaces:
+    num = data_config.num_train if split == "train" else data_config.num_val
+    return synthetic_faces.SyntheticFaces(split, num, data_config.height, data_config.seed,
+                                          tuple(data_config.class_probs))
+
+
+def _lapa(data_config: ml_collections.ConfigDict, split: str) -> lapa.LaPa:
+    """LaPa's train split (`data.copies` augmented crops per image) and its val split."""
+    return lapa.LaPa(_root(data_config), split, data_config.height, data_config.copies, data_config.seed)
+
+
+# miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py). Text sources: jaxvision/text. Face sources
+# (FACE_SOURCES) yield model-ready face crops with the driver-monitoring labels (jaxvision/tasks/dms.py).
 _SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes, "cityscapes": _cityscapes,
                                  "miniscapes": _cityscapes, "nyu_depth_v2": _nyu_depth_v2,
-                                 "text_corpus": _text_corpus, "imdb": _imdb, "long_range": _long_range}
+                                 "synthetic_faces": _synthetic_faces,
+                                 "lapa": _lapa, "text_corpus": _text_corpus, "imdb": _imdb, "long_range": _long_range}
+
+
+FACE_SOURCES = ("synthetic_faces", "lapa")
+
+
+def _pseudo_labelled(data_config: ml_collections.ConfigDict) -> distraction.PseudoLabelled:
+    """The distraction images of `data.distraction_root` with the labels of `jaxvision pseudo-label`
+    (`data.pseudo_labels`), added to a face source's training split (seed 000, 2.3.2)."""
+    root = data_config.get("distraction_root", "")
+    if not root:
+        raise ValueError("data.pseudo_labels is set but data.distraction_root (the images' folder) is not")
+    return distraction.PseudoLabelled(data_config.pseudo_labels, root, data_config.height, data_config.copies,
+                                      data_config.seed)
 
 
 def get_source(data_config: ml_collections.ConfigDict, split: str):
@@ -85,6 +111,8 @@ def get_source(data_config: ml_collections.ConfigDict, split: str):
     if data_config.name not in _SOURCES:
         raise ValueError(f"data.name={data_config.name!r} is not a known dataset; known: {sorted(_SOURCES)}")
     source = _SOURCES[data_config.name](data_config, split)
+    if data_config.name in FACE_SOURCES and split == "train" and data_config.get("pseudo_labels", ""):
+        source = distraction.Concatenated([source, _pseudo_labelled(data_config)])
     if isinstance(source, text.TokenSource) and data_config.get("mask_prob", 0.0) > 0:
         source = text.MaskedTokens(source, data_config.mask_prob, data_config.max_predictions)
     return source
@@ -142,6 +170,10 @@ def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable
     if isinstance(source, text.TokenSource):
         return source.train_example
     aug = data_config.augment
+    if data_config.name in FACE_SOURCES:
+        if not aug.photometric:
+            return lambda example, rng: example
+        return lambda example, rng: {**example, "image": face_roi.photometric_augment(example["image"], rng)}
     scale_range = tuple(aug.scale_range)
 
     def augment(example: dict, rng: np.random.Generator) -> dict:
@@ -151,7 +183,12 @@ def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable
     return augment
 
 
-def _padding_example(height: int, width: int) -> dict:
+def _padding_example(data_config: ml_collections.ConfigDict) -> dict:
+    height, width = data_config.height, data_config.width
+    if data_config.name in FACE_SOURCES:
+        return {"image": np.zeros((height, width, 3), np.float32), "landmarks": np.zeros((98, 2), np.float32),
+                "eyes": np.zeros(4, np.float32), "mouth": np.int32(0), "head_pose": np.zeros(3, np.float32),
+                "distraction": np.int32(0), "confidence": np.float32(0), "mask": np.float32(0)}
     return {"image": np.zeros((height, width, 3), np.float32),
             "semseg": np.full((height, width), transforms.IGNORE_LABEL, np.int32),
             "depth": np.zeros((height, width), np.float32),
@@ -174,8 +211,9 @@ def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, 
         pad = {**source.padding_example(), "mask": np.float32(0)}
         prepare = lambda i: source.eval_example(source[i], i)  # noqa: E731
     else:
-        pad = _padding_example(data_config.height, data_config.width)
-        prepare = lambda i: transforms.to_model_inputs(source[i])  # noqa: E731
+        pad = _padding_example(data_config)
+        faces = data_config.name in FACE_SOURCES
+        prepare = (lambda i: source[i]) if faces else (lambda i: transforms.to_model_inputs(source[i]))  # noqa: E731
 
     def load(i: int) -> dict:
         if i >= num:

@@ -24,6 +24,7 @@ from jaxvision.layers.depthwise import grouped_conv
 PIXEL_SCALE = 255.0
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}            # max |onnx - jax| / max(1, max |jax|), float outputs
 LABEL_MISMATCH = {"fp32": 1e-3, "fp16": 2e-2}       # fraction of differing argmax labels allowed
+IMAGE_TASKS = ("segdepth", "dms")
 LAYOUTS, PRECISIONS, FORMATS = ("nchw", "nhwc"), ("fp32", "fp16"), ("onnx", "tensorrt")
 
 
@@ -60,36 +61,55 @@ def _classifier_outputs(model, variables) -> tuple[Callable, tuple[str, ...], di
                                              "probabilities": "softmax of the logits [B, classes]"}
 
 
+def _dms_outputs(model, variables) -> tuple[Callable, tuple[str, ...], dict]:
+    from jaxvision.models.dms import decode
+    names = ("landmarks", "eyes", "mouth", "head_pose", "distraction")
+
+    def fn(pixels):
+        out = decode(model.apply(variables, pixels / PIXEL_SCALE, train=False))
+        return tuple(out[name] for name in names)
+    meanings = {"landmarks": "98 WFLW landmarks (x, y) in [0, 1] of the input crop [B, 98, 2]",
+                "eyes": "probabilities [B, 4]: left eye visible, left eye open, right eye visible, right eye open "
+                        "(left = image left)",
+                "mouth": "probabilities [B, 3] of the mouth opening levels",
+                "head_pose": "yaw, pitch, roll in radians [B, 3]",
+                "distraction": "probabilities [B, 3] of the distraction classes"}
+    return fn, names, meanings
+
+
+def _dms_meta() -> dict:
+    from jaxvision.data.face_landmarks import DISTRACTION_CLASSES, EYE_LABELS, MOUTH_LEVELS
+    return {"eye_labels": list(EYE_LABELS), "mouth_levels": list(MOUTH_LEVELS),
+            "distraction_classes": list(DISTRACTION_CLASSES)}
+
+
+def _task_outputs(task: str, model, variables) -> tuple[Callable, tuple[str, ...], dict]:
+    """(inference fn, output names, meta) of an image task's model."""
+    if task == "dms":
+        fn, names, meanings = _dms_outputs(model, variables)
+        return fn, names, {"task": "dms", "outputs": meanings, **_dms_meta()}
+    if task == "segdepth":
+        fn, names, meanings = _segdepth_outputs(model, variables)
+        return fn, names, {"task": "segdepth", "outputs": meanings}
+    fn, names, meanings = _classifier_outputs(model, variables)
+    return fn, names, {"task": "classification", "outputs": meanings}
+
+
 def from_workdir(workdir: str, step: int | None = None) -> Exportable:
     """The inference function of the run in `workdir` at `step` (default: latest checkpoint)."""
     from jaxvision import visualize
-    from jaxvision.config import config_from_json
-    from jaxvision.train import parallel
-    from jaxvision.train.checkpoint import Checkpointer
-    from jaxvision.train.loop import build_model, restore_or_init
+    from jaxvision.train.loop import load_run
 
-    config = config_from_json(os.path.join(workdir, "config.json"))
-    if config.task != "segdepth":
-        raise ExportError(f"export supports image tasks (segdepth); the run in {workdir} is task '{config.task}'")
-    model = build_model(config)
-    checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-    try:
-        step = checkpointer.latest_step() if step is None else step
-        if step is None or step not in checkpointer.all_steps():
-            have = checkpointer.all_steps()
-            raise FileNotFoundError(f"no checkpoint{'' if step is None else f' at step {step}'} in "
-                                    f"{checkpointer.directory}" + (f" (steps: {have})" if have else ": train first"))
-        state = restore_or_init(config, model, parallel.make_mesh(), checkpointer, step)
-    finally:
-        checkpointer.close()
+    config, model, state, step = load_run(workdir, step, tasks=IMAGE_TASKS)
     variables = jax.device_get(state.variables())
-    fn, names, meanings = _segdepth_outputs(model, variables)
-    classes = config.data.num_classes
-    meta = {"task": "segdepth", "outputs": meanings, "num_classes": classes,
-            "class_names": list(visualize.CITYSCAPES_CLASSES) if classes == len(visualize.CITYSCAPES_CLASSES)
-            else [str(i) for i in range(classes)],
-            "palette": visualize.CITYSCAPES_PALETTE.tolist() if classes == len(visualize.CITYSCAPES_PALETTE) else None,
-            "checkpoint": {"workdir": os.path.abspath(workdir), "step": int(step)}}
+    fn, names, meta = _task_outputs(config.task, model, variables)
+    if config.task == "segdepth":
+        classes = config.data.num_classes
+        meta.update(num_classes=classes, class_names=list(visualize.CITYSCAPES_CLASSES)
+                    if classes == len(visualize.CITYSCAPES_CLASSES) else [str(i) for i in range(classes)],
+                    palette=visualize.CITYSCAPES_PALETTE.tolist() if classes == len(visualize.CITYSCAPES_PALETTE)
+                    else None)
+    meta["checkpoint"] = {"workdir": os.path.abspath(workdir), "step": int(step)}
     return Exportable(config.model.name, fn, config.data.height, config.data.width, names, meta,
                       _count(variables["params"]))
 
@@ -99,6 +119,7 @@ def from_registry(name: str, height: int, width: int, seed: int = 0, **options) 
     checkpoint. Zero-initialised arrays (heads, biases) are randomised and BatchNorm statistics calibrated on
     random images, so that every weight and the BatchNorm folding show in the outputs."""
     from jaxvision import models
+    from jaxvision.models.dms import DMSNet
     model = models.create(name, **options)
     init = jax.jit(lambda key, x: model.init(key, x, train=False))  # inputs as arguments: nothing to fold
     variables = init(jax.random.PRNGKey(seed), jnp.zeros((1, height, width, 3)))
@@ -113,12 +134,8 @@ def from_registry(name: str, height: int, width: int, seed: int = 0, **options) 
     if "batch_stats" in variables:
         variables = _calibrate_batch_stats(name, options, variables, rng.uniform(0, 1, (4, height, width, 3)))
     probe = jax.eval_shape(lambda x: model.apply(variables, x, train=False), jnp.zeros((1, height, width, 3)))
-    if isinstance(probe, dict) and {"semseg", "depth"} <= set(probe):
-        fn, names, meanings = _segdepth_outputs(model, variables)
-        meta = {"task": "segdepth", "outputs": meanings}
-    else:
-        fn, names, meanings = _classifier_outputs(model, variables)
-        meta = {"task": "classification", "outputs": meanings}
+    task = "dms" if isinstance(model, DMSNet) else "segdepth" if isinstance(probe, dict) else "classification"
+    fn, names, meta = _task_outputs(task, model, variables)
     meta["checkpoint"] = None
     return Exportable(name, fn, height, width, names, meta, _count(variables["params"]))
 

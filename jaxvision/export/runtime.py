@@ -4,8 +4,10 @@
     result = rt.predict(rgb_uint8_image)  # resize + normalise + layout, run, post-process
 
 For a segmentation + depth model `predict` returns `labels` [H, W], `color` (the labels through the
-sidecar's palette) [H, W, 3] uint8 and `depth` [H, W] metres, at the model's input size; for a
-classifier `class_index`, `probability` and the full `probabilities`.
+sidecar's palette) [H, W, 3] uint8 and `depth` [H, W] metres, at the model's input size; for the
+driver-monitoring face model (a face crop in) `landmarks` [98, 2] in the given image's pixels, `eyes`
+(label -> probability), `mouth` and `distraction` (class names and probabilities) and `head_pose_deg`
+(yaw, pitch, roll); for a classifier `class_index`, `probability` and the full `probabilities`.
 
     python -m jaxvision.export.runtime model.onnx image.png --out prediction   (writes prediction_*.png)
 """
@@ -58,6 +60,9 @@ class Runtime:
     def predict(self, image) -> dict[str, np.ndarray]:
         """Pre-process one image, run it, and post-process per the sidecar's task."""
         out = {k: v[0] for k, v in self.run(self.preprocess([image])).items()}
+        if self.meta["task"] == "dms":
+            width, height = image.size if isinstance(image, Image.Image) else np.asarray(image).shape[1::-1]
+            return _face_outputs(out, self.meta, width, height)
         if self.meta["task"] == "segdepth":
             labels = out["semseg_labels"].astype(np.int64)
             palette = np.asarray(self.meta.get("palette") or _grey_palette(self.meta.get("num_classes", 256)),
@@ -66,6 +71,28 @@ class Runtime:
         probabilities = out["probabilities"]
         return {"class_index": int(np.argmax(probabilities)), "probability": float(np.max(probabilities)),
                 "probabilities": probabilities}
+
+
+def _face_outputs(out: dict, meta: dict, width: int, height: int) -> dict:
+    """The face model's outputs, named: landmarks in the image's pixels, labelled probabilities, pose in degrees."""
+    mouth, distraction = out["mouth"], out["distraction"]
+    return {"landmarks": out["landmarks"] * np.array([width, height], np.float32),
+            "eyes": dict(zip(meta["eye_labels"], map(float, out["eyes"]))),
+            "mouth": meta["mouth_levels"][int(np.argmax(mouth))], "mouth_probabilities": mouth,
+            "distraction": meta["distraction_classes"][int(np.argmax(distraction))],
+            "distraction_probabilities": distraction,
+            "head_pose_deg": dict(zip(("yaw", "pitch", "roll"), map(float, np.degrees(out["head_pose"]))))}
+
+
+def draw_landmarks(image: Image.Image, landmarks: np.ndarray) -> Image.Image:
+    """A copy of `image` with the landmarks (pixels) drawn as green dots."""
+    from PIL import ImageDraw
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    radius = max(1.0, canvas.size[0] / 160)
+    for x, y in landmarks:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 220, 40))
+    return canvas
 
 
 def _grey_palette(n: int) -> list[list[int]]:
@@ -83,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run an exported jaxvision model on one image (no JAX needed)")
     parser.add_argument("model", help="exported .onnx (with its .json sidecar beside it)")
     parser.add_argument("image", help="RGB image file")
-    parser.add_argument("--out", default="prediction", help="prefix of the PNGs written (segmentation + depth)")
+    parser.add_argument("--out", default="prediction",
+                        help="prefix of the PNGs written (segmentation + depth, or the face's landmarks)")
     args = parser.parse_args(argv)
     runtime = Runtime(args.model)
     try:
@@ -93,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read image {args.image}: {e}", file=sys.stderr)
         return 1
     result = runtime.predict(image)
+    if "landmarks" in result:
+        draw_landmarks(image, result["landmarks"]).save(f"{args.out}_landmarks.png")
+        summary = {k: v for k, v in result.items() if k in ("eyes", "mouth", "distraction", "head_pose_deg")}
+        print(json.dumps(summary))
+        print(f"wrote {args.out}_landmarks.png")
+        return 0
     if "labels" not in result:
         print(f"class {result['class_index']} (p = {result['probability']:.3f})")
         return 0

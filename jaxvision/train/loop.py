@@ -23,12 +23,12 @@ from jaxvision.config import save_config
 from jaxvision.data import pipeline
 from jaxvision.fileio import write_atomic
 from jaxvision.tasks import get_task, model_init_inputs, model_input_keys
-from jaxvision.train import parallel
+from jaxvision.train import parallel, swa
 from jaxvision.train.checkpoint import CheckpointError, Checkpointer
 from jaxvision.train.logging import MetricsWriter, Progress, truncate_after
 from jaxvision.train.optim import make_optimizer
 from jaxvision.train.state import (TrainState, create_train_state, make_eval_step, make_predict_fn, make_train_step,
-                                   state_to_tree, tree_to_state)
+                                   model_params, state_to_tree, tree_to_state)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.* config fields the trainer reads, not model options: converted encoder weights to start from, and a
@@ -184,6 +184,30 @@ def restore_or_init(config, model, mesh, checkpointer: Checkpointer, step: int |
     return tree_to_state(tree, state)
 
 
+def load_run(workdir: str, step: int | None = None, tasks: tuple[str, ...] | None = None):
+    """(config, model, state, step) of the run in `workdir` at `step` (default: its latest checkpoint).
+
+    FileNotFoundError when there is no such checkpoint (listing the steps there are); ValueError when the
+    run's task is not one of `tasks`, or the checkpoint does not fit the model of its config."""
+    from jaxvision.config import config_from_json  # noqa: PLC0415
+    config = config_from_json(os.path.join(workdir, "config.json"))
+    if tasks is not None and config.task not in tasks:
+        raise ValueError(f"this needs a run of task {' or '.join(tasks)}; the run in {workdir} is task "
+                         f"'{config.task}'")
+    model = build_model(config)
+    checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None or step not in checkpointer.all_steps():
+            have = checkpointer.all_steps()
+            raise FileNotFoundError(f"no checkpoint{'' if step is None else f' at step {step}'} in "
+                                    f"{checkpointer.directory}" + (f" (steps: {have})" if have else ": train first"))
+        state = restore_or_init(config, model, parallel.make_mesh(), checkpointer, step)
+    finally:
+        checkpointer.close()
+    return config, model, state, int(step)
+
+
 @contextlib.contextmanager
 def _catch_signals():
     """Records SIGTERM / SIGINT instead of dying, so the loop can save and exit cleanly."""
@@ -267,6 +291,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     signum = signals[0] if signals else signal.SIGTERM
                     raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
                                       f"{checkpointer.directory}/{step}; run the same command to resume", signum)
+                if step == tcfg.num_steps and _swa_enabled(config):
+                    state = apply_swa(config, state, mesh)
                 at_eval = step % tcfg.eval_every == 0 or step == tcfg.num_steps
                 if at_eval:
                     results = run_eval(config, task, state, eval_step, mesh)
@@ -281,6 +307,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if not results and start_step >= tcfg.num_steps:
         results = run_eval(config, task, state, eval_step, mesh)
     return results
+
+
+def _swa_enabled(config) -> bool:
+    return config.get("swa") is not None and bool(config.swa.enabled)
+
+
+def apply_swa(config, state: TrainState, mesh) -> TrainState:
+    """`state` with the SWA average of the weights (kept by the optimizer, see jaxvision/train/swa.py) and
+    BatchNorm statistics recomputed for them over `swa.bn_batches` training batches (seed 000, 2.3.4)."""
+    averaged, snapshots = swa.averaged_params(state.opt_state)
+    if snapshots == 0:
+        raise ValueError(f"SWA took no snapshot: swa.start_step={config.swa.start_step} is after the last step "
+                         f"{config.train.num_steps}")
+    batch_stats = state.batch_stats
+    if batch_stats:
+        batches = pipeline.make_train_iterator(config.data, config.train.batch_size, config.seed + 1, 0,
+                                               jax.process_index(), jax.process_count())
+        images = (parallel.shard_batch(next(batches), mesh)["image"] for _ in range(config.swa.bn_batches))
+        batch_stats = swa.recompute_batch_stats(state.apply_fn, model_params(averaged), batch_stats, images)
+    print(f"SWA: weights averaged over {snapshots} snapshots, BatchNorm statistics recomputed over "
+          f"{config.swa.bn_batches} batches", flush=True)
+    return state.replace(params=averaged, batch_stats=batch_stats)
 
 
 def _log_train(pending: list, step: int, writer: MetricsWriter, progress: Progress, lr: float, rate_key: str) -> None:

@@ -6,8 +6,9 @@ import jax
 import optax
 
 from jaxvision.config import ConfigError
+from jaxvision.train import swa
 
-SCHEDULES = ("constant", "poly", "warmup_linear", "step", "cosine")
+SCHEDULES = ("constant", "poly", "warmup_linear", "step", "cosine", "swa")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -27,6 +28,9 @@ def make_schedule(schedule_config, lr: float, total_steps: int) -> optax.Schedul
         main = optax.exponential_decay(lr, schedule_config.step_every, schedule_config.decay_factor, staircase=True)
     elif name == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_steps, alpha=schedule_config.end_lr_fraction)
+    elif name == "swa":  # constant, then linear to end_lr from swa_start_step over swa_decay_steps (Fig. 2.16)
+        main = swa.swa_schedule(lr, end_lr, decay_steps, int(schedule_config.swa_start_step) - warmup,
+                                int(schedule_config.swa_decay_steps))
     else:
         raise ConfigError(f"schedule.name '{name}' is unknown; choose one of {', '.join(SCHEDULES)}")
     if warmup <= 0:
@@ -63,4 +67,7 @@ def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformati
         chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=mask))
     else:
         raise ConfigError(f"optimizer.name '{opt.name}' is unknown; choose one of {', '.join(OPTIMIZERS)}")
+    averaging = config.get("swa")
+    if averaging is not None and averaging.enabled:  # keeps the weight average in the optimizer state
+        chain.append(swa.averaging(int(averaging.start_step), int(averaging.every)))
     return optax.chain(*chain), schedule

@@ -1,0 +1,118 @@
+"""The driver-monitoring face network of seed 000, section 2.3.3 (Figure 2.10), and its output layout (Table 2.1).
+
+A MobileNetV2-style stack of inverted residual blocks (`models.mobilenet.InvertedResidual`) on a face crop;
+the last blocks at strides 4, 8 and 16 (B1, B2, B3) are averaged over space, concatenated, and one dense
+layer gives the output vector of 209 values: 98 landmarks (x, y) in [0, 1] (196), eyes (4, sigmoid),
+mouth (3, softmax), head pose (yaw, pitch, roll in radians; 3) and distraction (3, softmax).
+
+The thesis gives the parameter counts (124,566 / 705,422 / 2,330,318) and MACs at 160 x 160 (76.61 M /
+447.23 M / 2.40 G) of its tiny / small / large models, not their block tables. `SIZES` are block tables
+found by searching MobileNetV2-shaped tables (a stem, a t = 1 block, then strided stages of one expansion)
+for both numbers: every size lands within 0.1% of the parameters and 1% of the MACs. Matching the MACs needs a
+stride-1 stem (MobileNetV2's stride-2 stem truncated at stride 16 has 574,505 parameters but only 107 M MACs),
+so the stage before B1 runs at stride 2.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxvision.layers.conv import ConvNormAct, check_norm
+from jaxvision.models.mobilenet import InvertedResidual
+from jaxvision.models.registry import register
+
+# (name, size) of each task's slice of the output vector, in order (Table 2.1).
+OUTPUT_LAYOUT = (("landmarks", 196), ("eyes", 4), ("mouth", 3), ("head_pose", 3), ("distraction", 3))
+OUTPUT_SIZE = sum(size for _, size in OUTPUT_LAYOUT)
+FEATURE_STRIDES = (4, 8, 16)
+
+# size -> (stem channels, stem stride, stages of (expansion t, channels c, blocks n, first stride s)).
+SIZES = {
+    "tiny": (16, 1, ((1, 8, 1, 1), (2, 16, 4, 2), (2, 16, 1, 2), (2, 56, 4, 2), (2, 152, 1, 2))),
+    "small": (32, 1, ((1, 24, 1, 1), (3, 48, 2, 2), (3, 80, 2, 2), (3, 112, 1, 2), (3, 240, 2, 2))),
+    "large": (16, 1, ((1, 8, 1, 1), (6, 64, 3, 2), (6, 120, 4, 2), (6, 168, 3, 2), (6, 352, 1, 2))),
+}
+# Table 2.6 / 2.8 of the thesis: parameters and MACs at 160 x 160.
+THESIS_PARAMS = {"tiny": 124_566, "small": 705_422, "large": 2_330_318}
+THESIS_MACS = {"tiny": 76.61e6, "small": 447.23e6, "large": 2.40e9}
+
+
+def split_outputs(vector: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The raw output vector [..., 209] cut into named task outputs: 'landmarks' [..., 98, 2], 'eyes' logits
+    [..., 4], 'mouth' logits [..., 3], 'head_pose' [..., 3] radians, 'distraction' logits [..., 3]."""
+    if vector.shape[-1] != OUTPUT_SIZE:
+        raise ValueError(f"DMS output vector has {vector.shape[-1]} values, expected {OUTPUT_SIZE}")
+    outputs, start = {}, 0
+    for name, size in OUTPUT_LAYOUT:
+        outputs[name] = vector[..., start:start + size]
+        start += size
+    outputs["landmarks"] = outputs["landmarks"].reshape(*vector.shape[:-1], 98, 2)
+    return outputs
+
+
+def decode(vector: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Named predictions with Table 2.1's activations: 'landmarks' [..., 98, 2] in crop units, 'eyes' sigmoid
+    probabilities (left visible, left open, right visible, right open), 'mouth' and 'distraction' softmax
+    probabilities, 'head_pose' (yaw, pitch, roll) radians."""
+    outputs = split_outputs(vector)
+    outputs["eyes"] = nn.sigmoid(outputs["eyes"])
+    outputs["mouth"] = nn.softmax(outputs["mouth"], axis=-1)
+    outputs["distraction"] = nn.softmax(outputs["distraction"], axis=-1)
+    return outputs
+
+
+@register("dms_large", size="large")
+@register("dms_small", size="small")
+@register("dms_tiny", size="tiny")
+@register("dms")
+class DMSNet(nn.Module):
+    """Face crop [B, H, W, 3] in [0, 1] -> output vector [B, 209] float32 (see `split_outputs` / `decode`).
+
+    `size` picks a block table of `SIZES`; `stages` (tuples (t, c, n, s)), `stem_channels` and `stem_stride`
+    given explicitly replace it. With `features=True` the call also returns {4, 8, 16} -> the pooled-from
+    feature maps (for saliency maps).
+    """
+
+    size: str = "small"
+    stages: Sequence[Sequence[int]] = ()
+    stem_channels: int = 0
+    stem_stride: int = 0
+    norm: str = "batch"
+    dtype: jnp.dtype = jnp.float32
+
+    def __post_init__(self):
+        if not self.stages and self.size not in SIZES:
+            raise ValueError(f"DMS size '{self.size}' is unknown; choose one of {', '.join(SIZES)} or give stages")
+        check_norm(self.norm)
+        super().__post_init__()
+
+    def table(self) -> tuple[int, int, tuple]:
+        """(stem channels, stem stride, stages) this model builds."""
+        stem, stride, stages = SIZES.get(self.size, (32, 1, ()))
+        return (self.stem_channels or stem, self.stem_stride or stride, tuple(map(tuple, self.stages or stages)))
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
+        stem_channels, stride, stages = self.table()
+        kw = dict(norm=self.norm, dtype=self.dtype)
+        x = ConvNormAct(stem_channels, 3, stride, activation=nn.relu6, name="stem", **kw)(x.astype(self.dtype), train)
+        feats, index = {}, 0
+        for t, c, n, s in stages:
+            for j in range(n):
+                block_stride = s if j == 0 else 1
+                stride *= block_stride
+                x = InvertedResidual(c, t, block_stride, name=f"block{index}", **kw)(x, train)
+                index += 1
+            feats[stride] = x
+        missing = [s for s in FEATURE_STRIDES if s not in feats]
+        if missing:
+            raise ValueError(f"DMS block table reaches strides {sorted(feats)}; it needs blocks at strides "
+                             f"{FEATURE_STRIDES} (missing {missing})")
+        pooled = jnp.concatenate([jnp.mean(feats[s], axis=(1, 2)) for s in FEATURE_STRIDES], axis=-1)
+        out = nn.Dense(OUTPUT_SIZE, dtype=self.dtype, name="head")(pooled).astype(jnp.float32)
+        if features:
+            return out, {s: feats[s] for s in FEATURE_STRIDES}
+        return out

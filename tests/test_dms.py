@@ -1,0 +1,162 @@
+"""The driver-monitoring model (seed 000, 2.3.3), its output layout (Table 2.1) and the task's Eq. 2.13 loss."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxvision import models, profile
+from jaxvision.config import ConfigError, load_config_file
+from jaxvision.models import dms
+from jaxvision.tasks import get_task
+from jaxvision.train import swa
+
+
+def _params(model, size=64):
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "large"])
+def test_sizes_match_table_2_6_parameters_and_table_2_8_macs(size):
+    model = models.create(f"dms_{size}")
+    params = _params(model)
+    assert params == {"tiny": 124_545, "small": 704_729, "large": 2_329_873}[size]
+    assert abs(params / dms.THESIS_PARAMS[size] - 1) < 1e-3
+    prof = profile.profile_model(model, (1, 160, 160, 3), xla=False)
+    assert abs(prof.macs / dms.THESIS_MACS[size] - 1) < 0.01
+
+
+def test_hand_counted_tiny_stem_and_head():
+    """Stem 3x3x3x16 conv + BN (2 x 16); head Dense (16 + 56 + 152 -> 209) with bias."""
+    variables = models.create("dms_tiny").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    stem = variables["params"]["stem"]
+    assert stem["conv"]["kernel"].shape == (3, 3, 3, 16) and stem["norm"]["scale"].shape == (16,)
+    assert variables["params"]["head"]["kernel"].shape == (16 + 56 + 152, 209)
+
+
+def test_features_at_strides_4_8_16_and_output_vector():
+    model = models.create("dms_tiny")
+    x = jnp.zeros((2, 160, 160, 3))
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    out, feats = model.apply(variables, x, train=False, features=True)
+    assert out.shape == (2, 209) and out.dtype == jnp.float32
+    assert {s: f.shape for s, f in feats.items()} == {4: (2, 40, 40, 16), 8: (2, 20, 20, 56), 16: (2, 10, 10, 152)}
+
+
+def test_split_and_decode_follow_table_2_1():
+    vector = jnp.arange(2 * 209, dtype=jnp.float32).reshape(2, 209)
+    parts = dms.split_outputs(vector)
+    np.testing.assert_array_equal(parts["landmarks"][1, 3], [209 + 6, 209 + 7])   # point 3 = values 6, 7
+    np.testing.assert_array_equal(parts["eyes"][0], [196, 197, 198, 199])
+    np.testing.assert_array_equal(parts["mouth"][0], [200, 201, 202])
+    np.testing.assert_array_equal(parts["head_pose"][0], [203, 204, 205])
+    np.testing.assert_array_equal(parts["distraction"][0], [206, 207, 208])
+    decoded = dms.decode(vector * 0.01)
+    np.testing.assert_allclose(decoded["eyes"][0], 1 / (1 + np.exp(-np.array([1.96, 1.97, 1.98, 1.99]))), rtol=1e-6)
+    np.testing.assert_allclose(decoded["mouth"].sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(decoded["head_pose"][0], [2.03, 2.04, 2.05], rtol=1e-6)
+    with pytest.raises(ValueError, match="208 values, expected 209"):
+        dms.split_outputs(jnp.zeros((1, 208)))
+
+
+def test_bad_size_and_table_are_named():
+    with pytest.raises(ValueError, match="DMS size 'huge' is unknown"):
+        models.create("dms", size="huge")
+    model = models.create("dms", stages=((1, 8, 1, 1), (2, 16, 1, 2), (2, 16, 1, 2)))  # reaches stride 4 only
+    with pytest.raises(ValueError, match=r"missing \[8, 16\]"):
+        model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+
+
+def _task(**loss_overrides):
+    config = load_config_file("configs/dms/small.py")
+    config.data.height = config.data.width = 64
+    config.loss.update(loss_overrides)
+    return get_task(config), config
+
+
+def _batch(rng, n=2):
+    return {"landmarks": jnp.asarray(rng.uniform(0.2, 0.8, (n, 98, 2)), jnp.float32),
+            "eyes": jnp.asarray(rng.integers(0, 2, (n, 4)), jnp.float32),
+            "mouth": jnp.asarray(rng.integers(0, 3, n), jnp.int32),
+            "head_pose": jnp.asarray(rng.uniform(-0.5, 0.5, (n, 3)), jnp.float32),
+            "distraction": jnp.asarray(rng.integers(0, 3, n), jnp.int32),
+            "confidence": jnp.ones(n, jnp.float32)}
+
+
+def test_total_loss_is_eq_2_13_with_hand_computed_terms():
+    task, config = _task()
+    rng = np.random.default_rng(0)
+    batch = _batch(rng, 1)
+    out = jnp.asarray(rng.normal(0, 0.3, (1, 209)), jnp.float32)
+    total, terms = task.loss(out, batch)
+    p = dms.split_outputs(out)
+    w = config.loss.weights
+    x = np.abs(np.asarray(batch["landmarks"] - p["landmarks"]) * 64)      # pixels
+    wing = np.where(x < 10, 10 * np.log1p(x / 2), x - (10 - 10 * np.log1p(5))).sum()
+    z, y = np.asarray(p["eyes"][0], np.float64), np.asarray(batch["eyes"][0])
+    bce = np.sum(np.log1p(np.exp(-z)) + (1 - y) * z)
+    log_softmax = lambda v: v - np.log(np.sum(np.exp(v)))  # noqa: E731
+    mouth = -log_softmax(np.asarray(p["mouth"][0], np.float64))[int(batch["mouth"][0])]
+    distraction = -log_softmax(np.asarray(p["distraction"][0], np.float64))[int(batch["distraction"][0])]
+    euler = np.sum(1 - np.cos(np.abs(np.asarray(p["head_pose"][0] - batch["head_pose"][0]))))
+    expected = (w.landmarks * wing + w.eyes * bce + w.mouth * mouth + w.head_pose * euler
+                + w.distraction * distraction)
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["loss_head_pose"]), w.head_pose * euler, rtol=1e-5)
+
+
+def test_zero_confidence_removes_a_sample_except_from_distraction():
+    task, _ = _task()
+    rng = np.random.default_rng(1)
+    batch = _batch(rng)
+    batch["confidence"] = jnp.array([1.0, 0.0])
+    out = jnp.asarray(rng.normal(0, 0.3, (2, 209)), jnp.float32)
+    changed = {**batch, **{k: v.at[1].set(v[0] + (0.1 if v.dtype == jnp.float32 else 1) % 3)
+                           for k, v in batch.items() if k not in ("confidence", "distraction")}}
+    first, terms = task.loss(out, batch)
+    second, _ = task.loss(out, changed)
+    np.testing.assert_allclose(float(first), float(second), rtol=1e-6)
+    other = {**batch, "distraction": batch["distraction"].at[1].set((batch["distraction"][1] + 1) % 3)}
+    assert float(task.loss(out, other)[0]) != pytest.approx(float(first))
+
+
+def test_zero_weight_leaves_a_task_out_and_bad_loss_config_is_named():
+    task, _ = _task(weights=ml_collections.ConfigDict(dict(landmarks=1.0, eyes=0.0, mouth=0.0, head_pose=0.0,
+                                                           distraction=0.0)))
+    _, terms = task.loss(jnp.zeros((2, 209)), _batch(np.random.default_rng(2)))
+    assert {k for k in terms if k.startswith("loss_")} == {"loss_landmarks"}
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['gaze'\]"):
+        _task(weights=ml_collections.ConfigDict(dict(gaze=1.0)))
+    with pytest.raises(ConfigError, match="loss.landmark 'l3' is unknown"):
+        _task(landmark="l3")
+
+
+def test_focal_and_class_weights_reach_the_distraction_term():
+    rng = np.random.default_rng(3)
+    batch, out = _batch(rng), jnp.asarray(rng.normal(0, 1, (2, 209)), jnp.float32)
+    _, ce = _task()[0].loss(out, batch)
+    _, focal = _task(distraction="focal", distraction_class_weights=(1.0, 0.5, 0.5))[0].loss(out, batch)
+    p = jax.nn.softmax(dms.split_outputs(out)["distraction"])
+    y = np.asarray(batch["distraction"])
+    w = np.array([1.0, 0.5, 0.5])[y]
+    py = np.asarray(p)[np.arange(2), y]
+    np.testing.assert_allclose(float(focal["loss_distraction"]), np.mean(w * (1 - py) ** 2 * -np.log(py)), rtol=1e-5)
+    np.testing.assert_allclose(float(ce["loss_distraction"]), np.mean(-np.log(py)), rtol=1e-5)
+
+
+def test_swa_averaging_link_keeps_the_mean_of_the_snapshots():
+    """SGD on f(w) = w^2 / 2 from w = 1, lr 0.1: w_k = 0.9^k; snapshots after updates 3, 5, 7."""
+    tx = optax.chain(optax.sgd(0.1), swa.averaging(start=3, every=2))
+    params = {"w": jnp.array(1.0)}
+    state = tx.init(params)
+    for _ in range(8):
+        updates, state = tx.update({"w": params["w"]}, state, params)
+        params = optax.apply_updates(params, updates)
+    average, count = swa.averaged_params(state)
+    assert count == 3
+    np.testing.assert_allclose(float(average["w"]), np.mean([0.9 ** 3, 0.9 ** 5, 0.9 ** 7]), rtol=1e-6)
+    with pytest.raises(ValueError, match="no SWA average"):
+        swa.averaged_params(optax.sgd(0.1).init(params))
