@@ -160,3 +160,18 @@ def test_swa_averaging_link_keeps_the_mean_of_the_snapshots():
     np.testing.assert_allclose(float(average["w"]), np.mean([0.9 ** 3, 0.9 ** 5, 0.9 ** 7]), rtol=1e-6)
     with pytest.raises(ValueError, match="no SWA average"):
         swa.averaged_params(optax.sgd(0.1).init(params))
+
+
+def test_dynamic_batch_export_slices_the_output_vector():
+    """With a symbolic batch, indexing the output vector must stay a Slice (jnp indexing would trace a gather
+    the converter refuses); batch 1 and 3 through one graph match JAX."""
+    import onnxruntime as ort
+    from jaxvision.export import exporter
+    exportable = exporter.from_registry("dms_tiny", 48, 48)
+    model = exporter.build_onnx(exportable, dynamic_batch=True, layout="nhwc")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        pixels = np.random.default_rng(batch).uniform(0, 255, (batch, 48, 48, 3)).astype(np.float32)
+        reference = jax.device_get(jax.jit(exportable.fn)(pixels))
+        diffs = exporter.compare(reference, session.run(None, {"image": pixels}), exportable.output_names, "fp32")
+        assert all(d.ok for d in diffs), exporter.format_differences(diffs)

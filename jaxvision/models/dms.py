@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -47,7 +48,7 @@ def split_outputs(vector: jnp.ndarray) -> dict[str, jnp.ndarray]:
         raise ValueError(f"DMS output vector has {vector.shape[-1]} values, expected {OUTPUT_SIZE}")
     outputs, start = {}, 0
     for name, size in OUTPUT_LAYOUT:
-        outputs[name] = vector[..., start:start + size]
+        outputs[name] = jax.lax.slice_in_dim(vector, start, start + size, axis=-1)  # a slice, not a gather
         start += size
     outputs["landmarks"] = outputs["landmarks"].reshape(*vector.shape[:-1], 98, 2)
     return outputs
