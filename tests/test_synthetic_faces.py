@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from jaxvision.data import face_labels
 from jaxvision.data import face_landmarks as fl
 from jaxvision.data import synthetic_faces as sf
 from jaxvision.data.synthetic_faces import SyntheticFaces, mirror_face, project_landmarks, render_face, sample_face
@@ -133,8 +134,8 @@ def test_eye_and_mouth_labels_agree_with_the_landmark_aspect_ratios():
     # Far from the threshold on both sides: open eyes render EAR >= 0.19, closed ones <= 0.06.
     assert ears[opened].min() > 0.19 and ears[visible & ~opened].max() < 0.06
     assert opened.sum() > 150 and (visible & ~opened).sum() > 50
-    np.testing.assert_array_equal(mouths, np.digitize(mars, [sf.MOUTH_SEMI_OPEN_MAR, sf.MOUTH_OPEN_MAR]))
-    for threshold in (sf.MOUTH_SEMI_OPEN_MAR, sf.MOUTH_OPEN_MAR):
+    np.testing.assert_array_equal(mouths, np.digitize(mars, [face_labels.MOUTH_SEMI_MAR, face_labels.MOUTH_OPEN_MAR]))
+    for threshold in (face_labels.MOUTH_SEMI_MAR, face_labels.MOUTH_OPEN_MAR):
         assert np.abs(mars - threshold).min() > 0.04
 
 

@@ -31,14 +31,14 @@ N x N image covers [c, c + 1) x [r, r + 1) / N in label units.
 Labels are read off what is drawn. Eyes: visible = no sunglasses and no occluder over that eye (an eye turned
 away still counts as visible: within +-50 deg of yaw the far eye stays inside the face outline); open =
 visible and EAR (face_landmarks.eye_aspect_ratios of the labelled landmarks) > EYE_OPEN_EAR. Mouth: level 0 /
-1 / 2 from the labelled inner-lip MAR with thresholds MOUTH_SEMI_OPEN_MAR and MOUTH_OPEN_MAR (the values of
-`face_labels`). The sampler draws a target EAR per eye (CLOSED_EAR or OPEN_EAR) and a target MAR per mouth
-level (MOUTH_TARGET_MAR, levels equally likely), then solves the eyelid and inner-lip openings in mm that
-render those ratios under the sampled pose, so the labels are balanced and never borderline. Distraction:
-'phone' draws a phone held to one ear with the hand, 'smoking' a cigarette from a mouth corner with a glowing
-tip, 'normal' sometimes a hand at the ear or cheek without a phone (a hard negative). Phones and hands stay
-beside the face (on the side turned toward the camera once |yaw| > 5 deg) and never cover an eye or the inner
-lips; the eye occluder (a hand or an object) covers exactly one eye; sunglasses cover both.
+1 / 2 from the labelled inner-lip MAR with `face_labels`' thresholds MOUTH_SEMI_MAR and MOUTH_OPEN_MAR. The
+sampler draws a target EAR per eye (CLOSED_EAR or OPEN_EAR) and a target MAR per mouth level (MOUTH_TARGET_MAR,
+levels equally likely), then solves the eyelid and inner-lip openings in mm that render those ratios under the
+sampled pose, so the labels are balanced and never borderline. Distraction: 'phone' draws a phone held to one
+ear with the hand, 'smoking' a cigarette from a mouth corner with a glowing tip, 'normal' sometimes a hand at
+the ear or cheek without a phone (a hard negative). Phones and hands stay beside the face (on the side turned
+toward the camera once |yaw| > 5 deg) and never cover an eye or the inner lips; the eye occluder (a hand or an
+object) covers exactly one eye; sunglasses cover both.
 
 Rendering: PIL at twice the size, box-downsampled (anti-aliasing), then lighting, sensor noise and sometimes
 a near-infrared-like grey conversion. A face is a pure function of (seed, split, index): it is sampled from
@@ -55,6 +55,7 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxvision.data import face_labels
 from jaxvision.data import face_landmarks as fl
 
 # Pose and camera (uniform ranges).
@@ -67,7 +68,6 @@ MIN_SIZE = 48
 # Labels.
 EYE_OPEN_EAR = 0.12
 CLOSED_EAR, OPEN_EAR = (0.0, 0.05), (0.2, 0.38)            # target EAR ranges of closed / open eyes
-MOUTH_SEMI_OPEN_MAR, MOUTH_OPEN_MAR = 0.1, 0.35
 MOUTH_TARGET_MAR = ((0.0, 0.04), (0.16, 0.27), (0.45, 0.8))  # per level: closed, semi-open, open
 DEFAULT_CLASS_PROBS = (0.6, 0.2, 0.2)                      # normal, phone, smoking
 
@@ -957,7 +957,7 @@ def labels(params: FaceParams, landmarks: np.ndarray) -> dict:
     opened = visible & (fl.eye_aspect_ratios(landmarks) > EYE_OPEN_EAR)
     mar = float(fl.mouth_aspect_ratio(landmarks))
     return dict(eyes=np.stack([visible, opened], -1).reshape(4).astype(np.float32),
-                mouth=np.int32((mar > MOUTH_SEMI_OPEN_MAR) + (mar > MOUTH_OPEN_MAR)),
+                mouth=np.int32((mar > face_labels.MOUTH_SEMI_MAR) + (mar > face_labels.MOUTH_OPEN_MAR)),
                 head_pose=np.array([params.yaw, params.pitch, params.roll], np.float32),
                 distraction=np.int32(props.distraction), confidence=np.float32(1.0))
 

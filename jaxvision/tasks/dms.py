@@ -139,8 +139,9 @@ def saliency_maps(model, variables, images, task: str = "distraction", target=No
 def save_saliency(path: str, model, variables, images, task: str = "distraction", target=None,
                   methods=SALIENCY_METHODS) -> None:
     """PNG: each face with its saliency maps (`saliency_maps`), captioned with the explained class and its score."""
-    maps, targets = saliency_maps(model, variables, images, task, target, methods)
     scores = np.asarray(decode(model.apply(variables, jnp.asarray(images, jnp.float32), train=False))[task])
+    maps, targets = saliency_maps(model, variables, images, task, np.argmax(scores, -1) if target is None else target,
+                                  methods)
     names = SALIENCY_TASKS[task]
     titles = [f"{names[t]} {scores[i, t]:.2f}" for i, t in enumerate(targets)]
     saliency.save_saliency_grid(path, np.asarray(images), maps, titles)

@@ -291,7 +291,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     signum = signals[0] if signals else signal.SIGTERM
                     raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
                                       f"{checkpointer.directory}/{step}; run the same command to resume", signum)
-                if step == tcfg.num_steps and _swa_enabled(config):
+                if step == tcfg.num_steps and swa.enabled(config):
                     state = apply_swa(config, state, mesh)
                 at_eval = step % tcfg.eval_every == 0 or step == tcfg.num_steps
                 if at_eval:
@@ -307,10 +307,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if not results and start_step >= tcfg.num_steps:
         results = run_eval(config, task, state, eval_step, mesh)
     return results
-
-
-def _swa_enabled(config) -> bool:
-    return config.get("swa") is not None and bool(config.swa.enabled)
 
 
 def apply_swa(config, state: TrainState, mesh) -> TrainState:

@@ -67,7 +67,6 @@ def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformati
         chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=mask))
     else:
         raise ConfigError(f"optimizer.name '{opt.name}' is unknown; choose one of {', '.join(OPTIMIZERS)}")
-    averaging = config.get("swa")
-    if averaging is not None and averaging.enabled:  # keeps the weight average in the optimizer state
-        chain.append(swa.averaging(int(averaging.start_step), int(averaging.every)))
+    if swa.enabled(config):  # keeps the weight average in the optimizer state
+        chain.append(swa.averaging(int(config.swa.start_step), int(config.swa.every)))
     return optax.chain(*chain), schedule

@@ -3,12 +3,12 @@
 The thesis' recipe (300 epochs, E steps per epoch): SGD with momentum 0.9 at lr 4e-4; from epoch 250 the
 lr decays linearly to 2e-4 over 10 epochs and stays there; the weights at the end of every epoch of that
 last phase are averaged with equal weights; the BatchNorm statistics of the averaged weights are then
-recomputed by forward passes over the training set:
+recomputed by forward passes over the training set.
 
-    schedule = swa_schedule(4e-4, 2e-4, 300 * E, swa_start_step=250 * E, decay_steps=10 * E)
-    swa = init(state.params)
-    ... after each train step: if should_snapshot(state.step, 251 * E, E): swa = update(swa, state.params)
-    stats = recompute_batch_stats(state.apply_fn, swa.params, state.batch_stats, train_images)
+In training (`swa.enabled` in the config) `swa_schedule` is the learning-rate schedule (`schedule.name=swa`),
+`averaging` is the last link of the optax chain, so the running average (`init` / `update` at the steps
+`should_snapshot` picks) is checkpointed with the optimizer state, and at the last step the loop swaps in
+`averaged_params` and refits BatchNorm with `recompute_batch_stats` (jaxvision/train/loop.py `apply_swa`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,11 @@ def recompute_batch_stats(apply_fn: Callable, params, batch_stats, batches: Iter
         raise ValueError("recompute_batch_stats: no batches")
     return jax.tree.map(lambda s, m, old: jnp.where(1.0 - m > 1e-6, s / (count * (1.0 - m)), old),
                         total, momentum, batch_stats)
+
+
+def enabled(config) -> bool:
+    """Whether `config` asks for SWA (`swa.enabled`; configs without a `swa` section do not)."""
+    return config.get("swa") is not None and bool(config.swa.enabled)
 
 
 class AveragingState(struct.PyTreeNode):
