@@ -132,6 +132,10 @@ def test_zero_weight_leaves_a_task_out_and_bad_loss_config_is_named():
         _task(weights=ml_collections.ConfigDict(dict(gaze=1.0)))
     with pytest.raises(ConfigError, match="loss.landmark 'l3' is unknown"):
         _task(landmark="l3")
+    with pytest.raises(ConfigError, match="loss.distraction 'hinge' is unknown; choose 'ce' or 'focal'"):
+        _task(distraction="hinge")
+    with pytest.raises(ConfigError, match=r"distraction_class_weights needs 3 values \(normal, phone, smoking\)"):
+        _task(distraction_class_weights=(1.0, 0.5))
 
 
 def test_focal_and_class_weights_reach_the_distraction_term():

@@ -109,3 +109,20 @@ def test_saliency_command_on_the_run(dms_run, tmp_path):
     assert Image.open(out).size[1] > 3 * SIZE
     bad = run_cli(["saliency", "--workdir", workdir, "--target", "tea"], check=False)
     assert bad.returncode == 1 and "--target tea: distraction has normal, phone, smoking" in bad.stderr
+    bad = run_cli(["saliency", "--workdir", workdir, "--task", "head_pose"], check=False)
+    assert bad.returncode == 1 and "--task head_pose: choose one of eyes, mouth, distraction" in bad.stderr
+
+
+def test_swa_without_a_snapshot_is_named():
+    """swa.start_step after the last step: the average is empty and the run says why."""
+    from types import SimpleNamespace
+    from jaxvision.config import load_config_file
+    from jaxvision.train.loop import apply_swa
+    from jaxvision.train.optim import make_optimizer
+    config = load_config_file("configs/dms/tiny.py")
+    config.swa.update(enabled=True, start_step=10, every=1)
+    config.train.num_steps = 5
+    tx, _ = make_optimizer(config, config.train.num_steps)
+    state = SimpleNamespace(opt_state=tx.init({"w": jnp.zeros(2)}))
+    with pytest.raises(ValueError, match="SWA took no snapshot: swa.start_step=10 is after the last step 5"):
+        apply_swa(config, state, mesh=None)
