@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument("--runs", type=int, default=1000, help="calls at batch 1 (fewer at larger batches)")
     bl.add_argument("--batch", type=int, default=8, help="the batch for throughput (besides batch 1)")
     bl.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bl.add_argument("--forward-only", action="store_true",
+                    help="time the network alone, without the task's decoding (as Table 3.4 does for ADAS)")
 
     ls = sub.add_parser("models", help="list the registered models with their parameter counts")
     ls.add_argument("--filter", default="", help="only names containing this substring")
@@ -145,12 +147,12 @@ def _cmd_bench_attention(args) -> None:
 def _exportable(args):
     from jaxvision.export import exporter
     if args.workdir:
-        return exporter.from_workdir(args.workdir, args.step)
+        return exporter.from_workdir(args.workdir, args.step, decode=not getattr(args, "forward_only", False))
     try:
         height, width = (int(v) for v in args.input.lower().split("x"))
     except ValueError:
         raise ValueError(f"--input '{args.input}' is not HxW (e.g. 224x224)") from None
-    return exporter.from_registry(args.model, height, width)
+    return exporter.from_registry(args.model, height, width, decode=not getattr(args, "forward_only", False))
 
 
 def _cmd_export(args) -> None:

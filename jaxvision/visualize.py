@@ -176,6 +176,58 @@ def save_face_grid(path: str, images, pred: dict, true: dict, max_images: int = 
         canvas.save(tmp, format="PNG")
 
 
+SCENE_TILE_WIDTH = 384    # driving scenes are drawn this wide
+LANE_COLOURS = ((255, 220, 0), (0, 200, 255), (255, 120, 0), (180, 90, 255), (0, 255, 140), (255, 60, 160),
+                (140, 255, 0), (255, 255, 255))
+
+
+def draw_scene(image, boxes, classes, lanes, lane_classes, class_names, occluded=None, scores=None) -> Image.Image:
+    """The scene `image` ([H, W, 3], [0, 1] or uint8) with boxes (x1, y1, x2, y2 pixels; dashed outline when
+    occluded, the score after the class name) and lane polylines coloured by lane class, drawn at
+    SCENE_TILE_WIDTH pixels wide."""
+    picture = Image.fromarray(_to_uint8_image(image))
+    scale = SCENE_TILE_WIDTH / picture.width
+    picture = picture.resize((SCENE_TILE_WIDTH, round(picture.height * scale)), Image.BILINEAR)
+    draw = ImageDraw.Draw(picture)
+    for lane, lane_class in zip(lanes, lane_classes):
+        points = [tuple(p) for p in np.asarray(lane, np.float64) * scale]
+        draw.line(points, fill=LANE_COLOURS[int(lane_class) % len(LANE_COLOURS)], width=2)
+    for i, (box, cls) in enumerate(zip(np.asarray(boxes).reshape(-1, 4) * scale, classes)):
+        colour = tuple(int(c) for c in CITYSCAPES_PALETTE[(3 * int(cls) + 11) % len(CITYSCAPES_PALETTE)])
+        draw.rectangle(tuple(box), outline=colour, width=1 if occluded is not None and occluded[i] > 0.5 else 2)
+        label = class_names[int(cls)] + ("" if scores is None else f" {scores[i]:.2f}")
+        draw.text((box[0] + 2, box[1] + 1), label, fill=colour)
+    return picture
+
+
+def save_scene_grid(path: str, images, predictions: list[dict], truths: list[dict], class_names, score_threshold,
+                    max_rows: int = 4) -> None:
+    """PNG grid, one row per image: predicted boxes (score >= `score_threshold`) and lanes | ground truth.
+
+    predictions / truths: per image {'boxes', 'classes', 'occluded', 'lanes', 'lane_classes'} (+ 'scores')."""
+    count = min(len(images), len(predictions), max_rows)
+    if count < 1:
+        raise ValueError("save_scene_grid: no scenes to draw")
+    tiles = []
+    for i in range(count):
+        pred, true = predictions[i], truths[i]
+        keep = np.asarray(pred["scores"]) >= score_threshold
+        tiles.append((draw_scene(images[i], pred["boxes"][keep], pred["classes"][keep], pred["lanes"],
+                                 pred["lane_classes"], class_names, pred["occluded"][keep], pred["scores"][keep]),
+                      draw_scene(images[i], true["boxes"], true["classes"], true["lanes"], true["lane_classes"],
+                                 class_names, true["occluded"])))
+    tile_w, tile_h = tiles[0][0].size
+    canvas = Image.new("RGB", (2 * tile_w + 3 * GRID_PAD, GRID_TITLE_HEIGHT + count * (tile_h + GRID_PAD)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for col, title in enumerate(("predicted", "ground truth")):
+        draw.text((GRID_PAD + col * (tile_w + GRID_PAD), 4), title, fill="black")
+    for row, pair in enumerate(tiles):
+        for col, picture in enumerate(pair):
+            canvas.paste(picture, (GRID_PAD + col * (tile_w + GRID_PAD), GRID_TITLE_HEIGHT + row * (tile_h + GRID_PAD)))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+
+
 def _read_jsonl(path: str) -> list[dict]:
     """Rows of a metrics.jsonl; a last line cut short (a writer mid-append) is skipped."""
     if not os.path.exists(path):

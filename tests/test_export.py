@@ -24,7 +24,8 @@ TEXT_MODELS = {"bert_small", "bert_tiny"}
 # Larger siblings of a family already covered by a smaller one run with the slow tests.
 LARGER_SIBLINGS = {"resnet34", "resnet50", "resnet101", "se_resnet34", "se_resnet50", "mobilenet_v2", "mobilenet_v2_140",
                    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "regnet_x_800mf", "regnet_y_800mf",
-                   "vit_small_patch16", "vit_base_patch16", "dms", "dms_small", "dms_large"}
+                   "vit_small_patch16", "vit_base_patch16", "dms", "dms_small", "dms_large", "cerberus",
+                   "cerberus_rn34_bifpn", "cerberus_rn50_bifpn", "cerberus_rn101_bifpn", "cerberus_effb2_bifpn"}
 IMAGE_MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in LARGER_SIBLINGS else m
                 for m in models.list_models() if m not in TEXT_MODELS]
 

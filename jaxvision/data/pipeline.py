@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 
 from jaxvision import text
-from jaxvision.data import cityscapes, distraction, face_roi, lapa, nyu, synthetic, synthetic_faces, transforms
+from jaxvision.data import (adas_inputs, bdd100k, cityscapes, distraction, face_roi, lapa, nyu, synthetic,
+                            synthetic_faces, transforms)
 
 SPLITS = ("train", "val")
 _MAX_EXAMPLES = 2**40  # "infinite" stream, finite so that grain can batch and slice it
@@ -79,15 +80,25 @@ def _lapa(data_config: ml_collections.ConfigDict, split: str) -> lapa.LaPa:
     return lapa.LaPa(_root(data_config), split, data_config.height, data_config.copies, data_config.seed)
 
 
+def _bdd100k(data_config: ml_collections.ConfigDict, split: str) -> bdd100k.BDD100K:
+    """BDD100K's 2018 release, scaled by `data.scale` and centre-cropped to data.height x data.width."""
+    return bdd100k.BDD100K(_root(data_config), split, data_config.height, data_config.width, data_config.scale)
+
+
 # miniscapes: the Cityscapes layout (see jaxvision/data/cityscapes.py). Text sources: jaxvision/text. Face sources
 # (FACE_SOURCES) yield model-ready face crops with the driver-monitoring labels (jaxvision/tasks/dms.py).
 _SOURCES: dict[str, Callable] = {"synthetic_scenes": _synthetic_scenes, "cityscapes": _cityscapes,
                                  "miniscapes": _cityscapes, "nyu_depth_v2": _nyu_depth_v2,
-                                 "synthetic_faces": _synthetic_faces,
+                                 "synthetic_faces": _synthetic_faces, "bdd100k": _bdd100k,
                                  "lapa": _lapa, "text_corpus": _text_corpus, "imdb": _imdb, "long_range": _long_range}
 
 
 FACE_SOURCES = ("synthetic_faces", "lapa")
+
+
+def is_adas(data_config: ml_collections.ConfigDict) -> bool:
+    """Whether examples become the ADAS model's (`data.adas` set; see jaxvision/data/adas_inputs.py)."""
+    return "adas" in data_config
 
 
 def _pseudo_labelled(data_config: ml_collections.ConfigDict) -> distraction.PseudoLabelled:
@@ -175,16 +186,22 @@ def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable
             return lambda example, rng: example
         return lambda example, rng: {**example, "image": face_roi.photometric_augment(example["image"], rng)}
     scale_range = tuple(aug.scale_range)
+    finish = _adas_inputs(data_config) if is_adas(data_config) else transforms.to_model_inputs
 
     def augment(example: dict, rng: np.random.Generator) -> dict:
-        example = transforms.augment(example, rng, aug.flip, scale_range, aug.color_jitter)
-        return transforms.to_model_inputs(example)
+        return finish(transforms.augment(example, rng, aug.flip, scale_range, aug.color_jitter))
 
     return augment
 
 
+def _adas_inputs(data_config: ml_collections.ConfigDict) -> Callable:
+    return lambda example: adas_inputs.adas_example(example, data_config.adas, data_config.name)
+
+
 def _padding_example(data_config: ml_collections.ConfigDict) -> dict:
     height, width = data_config.height, data_config.width
+    if is_adas(data_config):
+        return {**adas_inputs.padding_example(data_config.adas, height, width), "mask": np.float32(0)}
     if data_config.name in FACE_SOURCES:
         return {"image": np.zeros((height, width, 3), np.float32), "landmarks": np.zeros((98, 2), np.float32),
                 "eyes": np.zeros(4, np.float32), "mouth": np.int32(0), "head_pose": np.zeros(3, np.float32),
@@ -213,7 +230,9 @@ def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, 
     else:
         pad = _padding_example(data_config)
         faces = data_config.name in FACE_SOURCES
-        prepare = (lambda i: source[i]) if faces else (lambda i: transforms.to_model_inputs(source[i]))  # noqa: E731
+        finish = (lambda e: e) if faces else _adas_inputs(data_config) if is_adas(data_config) else \
+            transforms.to_model_inputs
+        prepare = lambda i: finish(source[i])  # noqa: E731
 
     def load(i: int) -> dict:
         if i >= num:

@@ -30,6 +30,10 @@ INSTANCE_CLASSES = (PERSON, CAR, TRUCK)
 WEATHERS = ("clear", "overcast", "rain", "fog")
 TIMES_OF_DAY = ("day", "dusk", "night")
 LANE_CLASSES = ("solid", "dashed")
+# Scene type tag (BDD100K's vocabulary), set by the number of traffic lanes: 2, 3 or 4.
+SCENE_TYPES = ("residential", "city street", "highway")
+# Object classes of the detection task, as train ids (INSTANCE_CLASSES) and names.
+DETECTION_CLASSES = ("person", "car", "truck")
 LANE_POINTS = 16
 HFOV_DEG = 65.0
 OCCLUDED_BELOW = 0.7          # visible fraction under which an object is flagged occluded
@@ -539,7 +543,7 @@ def render(scene: Scene, height: int, width: int, noise_seed: int | list[int] = 
     return dict(image=image, semseg=label, depth=depth, boxes=boxes, box_classes=box_classes,
                 box_occluded=box_occluded, lanes=lanes, lane_classes=lane_classes,
                 weather=np.int32(scene.weather), time_of_day=np.int32(scene.time_of_day),
-                intrinsics=cam.intrinsics(height, width))
+                scene=np.int32(len(scene.lines) - 3), intrinsics=cam.intrinsics(height, width))
 
 
 def _instance_rects(scene: Scene, rects: np.ndarray) -> tuple[dict, dict]:
@@ -638,7 +642,8 @@ def render_scene(seed: int, index: int, height: int, width: int) -> dict:
     optical axis, 0 for sky); boxes float32 [N, 4] (x1, y1, x2, y2 pixels of the unoccluded silhouette, inside
     the image); box_classes int32 [N]; box_occluded bool [N] (visible fraction < 0.7 or truncated);
     lanes float32 [L, LANE_POINTS, 2] (pixel polylines inside the image); lane_classes int32 [L]
-    (index into LANE_CLASSES); weather, time_of_day int32 scalars (indices into WEATHERS, TIMES_OF_DAY);
+    (index into LANE_CLASSES); weather, time_of_day, scene int32 scalars (indices into WEATHERS, TIMES_OF_DAY,
+    SCENE_TYPES: the scene type follows the number of lanes, 2 to 4);
     intrinsics float32 [3, 3].
     """
     _check_size(height, width)

@@ -24,7 +24,7 @@ from jaxvision.layers.depthwise import grouped_conv
 PIXEL_SCALE = 255.0
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}            # max |onnx - jax| / max(1, max |jax|), float outputs
 LABEL_MISMATCH = {"fp32": 1e-3, "fp16": 2e-2}       # fraction of differing argmax labels allowed
-IMAGE_TASKS = ("segdepth", "dms")
+IMAGE_TASKS = ("segdepth", "dms", "adas")
 LAYOUTS, PRECISIONS, FORMATS = ("nchw", "nhwc"), ("fp32", "fp16"), ("onnx", "tensorrt")
 
 
@@ -83,8 +83,70 @@ def _dms_meta() -> dict:
             "distraction_classes": list(DISTRACTION_CLASSES)}
 
 
-def _task_outputs(task: str, model, variables) -> tuple[Callable, tuple[str, ...], dict]:
-    """(inference fn, output names, meta) of an image task's model."""
+# The ADAS graph ends with the jit decoding of jaxvision/adas_decode.py; lanes are fitted on the host (runtime).
+ADAS_DECODING = dict(top_k=100, lane_top_k=512, lane_threshold=0.3, lane_cluster_distance=12.0)
+
+
+def _adas_network_outputs(model, variables) -> tuple[Callable, tuple[str, ...], dict]:
+    """The network alone (no decoding): its dense maps and tag probabilities."""
+    tags = tuple(task for task, _ in model.tags)
+    names = ("heatmap", "box_offsets", "occlusion", "lane_heatmap", "lane_offsets") + tags
+
+    def fn(pixels):
+        out = model.apply(variables, pixels / PIXEL_SCALE, train=False)
+        return tuple(jax.nn.softmax(out[n], axis=-1) if n in tags else out[n] for n in names)
+    meanings = {"heatmap": "object-centre probabilities [B, H/4, W/4, classes]",
+                "box_offsets": "corner offsets (Eq. 3.2) in output cells [B, H/4, W/4, 4]",
+                "occlusion": "occlusion logits [B, H/4, W/4, 1]",
+                "lane_heatmap": "lane keypoint probabilities [B, H/4, W/4, lane classes]",
+                "lane_offsets": "votes for the lane midpoint in output cells [B, H/4, W/4, 2]",
+                **{tag: f"probabilities [B, classes] of the {tag} tag" for tag in tags}}
+    return fn, names, meanings
+
+
+def _adas_outputs(model, variables, decoding: dict) -> tuple[Callable, tuple[str, ...], dict]:
+    from jaxvision import adas_decode
+    from jaxvision.models.adas import OUTPUT_STRIDE
+    tags = tuple(task for task, _ in model.tags)
+    names = ("boxes", "scores", "classes", "occluded", "lane_points", "lane_scores", "lane_classes",
+             "lane_instances") + tags
+
+    def fn(pixels):
+        out = model.apply(variables, pixels / PIXEL_SCALE, train=False)
+        dets = adas_decode.decode_detections(out["heatmap"], out["box_offsets"], out["occlusion"], OUTPUT_STRIDE,
+                                             decoding["top_k"])
+        lanes = adas_decode.decode_lane_points(out["lane_heatmap"], out["lane_offsets"], OUTPUT_STRIDE,
+                                               decoding["lane_top_k"], decoding["lane_threshold"])
+        labels = adas_decode.cluster_lanes(lanes["midpoints"], lanes["classes"], lanes["valid"],
+                                           decoding["lane_cluster_distance"])
+        return (dets["boxes"], dets["scores"], dets["classes"].astype(jnp.int32), dets["occluded"],
+                lanes["points"], jnp.where(lanes["valid"], lanes["scores"], 0.0), lanes["classes"].astype(jnp.int32),
+                labels.astype(jnp.int32), *(jax.nn.softmax(out[tag], axis=-1) for tag in tags))
+    k, n = decoding["top_k"], decoding["lane_top_k"]
+    meanings = {"boxes": f"object boxes (x1, y1, x2, y2) in input pixels, best peaks first [B, {k}, 4]",
+                "scores": f"centre-heatmap peak scores [B, {k}] (keep those >= 0.25)",
+                "classes": f"object class index [B, {k}]",
+                "occluded": f"occlusion probability [B, {k}]",
+                "lane_points": f"lane keypoints (x, y) in input pixels [B, {n}, 2]",
+                "lane_scores": f"keypoint heat [B, {n}], 0 for no keypoint",
+                "lane_classes": f"lane class index [B, {n}]",
+                "lane_instances": f"lane instance of each keypoint [B, {n}] (-1: none); fit one curve per instance",
+                **{tag: f"probabilities [B, classes] of the {tag} tag" for tag in tags}}
+    return fn, names, meanings
+
+
+def _task_outputs(task: str, model, variables, decoding: dict | None = None,
+                  decode: bool = True) -> tuple[Callable, tuple[str, ...], dict]:
+    """(inference fn, output names, meta) of an image task's model; `decode=False`: an ADAS network's raw maps."""
+    if task == "adas" and not decode:
+        fn, names, meanings = _adas_network_outputs(model, variables)
+        return fn, names, {"task": "adas_network", "outputs": meanings}
+    if task == "adas":
+        decoding = {**ADAS_DECODING, **(decoding or {})}
+        fn, names, meanings = _adas_outputs(model, variables, decoding)
+        return fn, names, {"task": "adas", "outputs": meanings, "decoding": decoding, "score_threshold": 0.25,
+                           "class_names": [str(i) for i in range(model.num_classes)],
+                           "tag_names": {tag: [str(i) for i in range(n)] for tag, n in model.tags}}
     if task == "dms":
         fn, names, meanings = _dms_outputs(model, variables)
         return fn, names, {"task": "dms", "outputs": meanings, **_dms_meta()}
@@ -95,14 +157,20 @@ def _task_outputs(task: str, model, variables) -> tuple[Callable, tuple[str, ...
     return fn, names, {"task": "classification", "outputs": meanings}
 
 
-def from_workdir(workdir: str, step: int | None = None) -> Exportable:
-    """The inference function of the run in `workdir` at `step` (default: latest checkpoint)."""
+def from_workdir(workdir: str, step: int | None = None, decode: bool = True) -> Exportable:
+    """The inference function of the run in `workdir` at `step` (default: latest checkpoint); `decode=False`
+    leaves an ADAS model's decoding out."""
     from jaxvision import visualize
     from jaxvision.train.loop import load_run
 
     config, model, state, step = load_run(workdir, step, tasks=IMAGE_TASKS)
     variables = jax.device_get(state.variables())
-    fn, names, meta = _task_outputs(config.task, model, variables)
+    decoding = {key: config.eval[key] for key in ADAS_DECODING} if config.task == "adas" else None
+    fn, names, meta = _task_outputs(config.task, model, variables, decoding, decode)
+    if meta["task"] == "adas":
+        meta.update(class_names=list(config.data.adas.class_names), score_threshold=config.eval.score_threshold,
+                    tag_names={tag: list(names) for tag, names in zip(config.data.adas.tags,
+                                                                      config.data.adas.tag_names)})
     if config.task == "segdepth":
         classes = config.data.num_classes
         meta.update(num_classes=classes, class_names=list(visualize.CITYSCAPES_CLASSES)
@@ -114,11 +182,12 @@ def from_workdir(workdir: str, step: int | None = None) -> Exportable:
                       _count(variables["params"]))
 
 
-def from_registry(name: str, height: int, width: int, seed: int = 0, **options) -> Exportable:
+def from_registry(name: str, height: int, width: int, seed: int = 0, decode: bool = True, **options) -> Exportable:
     """A registered model with freshly initialised weights, for parity tests and latency measurements without a
     checkpoint. Zero-initialised arrays (heads, biases) are randomised and BatchNorm statistics calibrated on
     random images, so that every weight and the BatchNorm folding show in the outputs."""
     from jaxvision import models
+    from jaxvision.models.adas import Cerberus
     from jaxvision.models.dms import DMSNet
     model = models.create(name, **options)
     init = jax.jit(lambda key, x: model.init(key, x, train=False))  # inputs as arguments: nothing to fold
@@ -134,8 +203,9 @@ def from_registry(name: str, height: int, width: int, seed: int = 0, **options) 
     if "batch_stats" in variables:
         variables = _calibrate_batch_stats(name, options, variables, rng.uniform(0, 1, (4, height, width, 3)))
     probe = jax.eval_shape(lambda x: model.apply(variables, x, train=False), jnp.zeros((1, height, width, 3)))
-    task = "dms" if isinstance(model, DMSNet) else "segdepth" if isinstance(probe, dict) else "classification"
-    fn, names, meta = _task_outputs(task, model, variables)
+    task = ("dms" if isinstance(model, DMSNet) else "adas" if isinstance(model, Cerberus)
+            else "segdepth" if isinstance(probe, dict) else "classification")
+    fn, names, meta = _task_outputs(task, model, variables, decode=decode)
     meta["checkpoint"] = None
     return Exportable(name, fn, height, width, names, meta, _count(variables["params"]))
 

@@ -647,13 +647,19 @@ def _dot_general(cv, eqn, args, avals):
 def _conv(cv, eqn, args, avals):
     x, w = args
     p = eqn.params
-    if p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
-        raise ExportError(f"transposed / batch-grouped convolution in layer '{cv.layer}' is not supported")
+    if p["batch_group_count"] != 1:
+        raise ExportError(f"batch-grouped convolution in layer '{cv.layer}' is not supported")
     dn = p["dimension_numbers"]
     lhs, rhs, out = dn.lhs_spec, dn.rhs_spec, dn.out_spec
     t = cv.full(x)
     if list(lhs) != list(range(len(lhs))):
         t = cv.one("Transpose", [t], perm=list(lhs))
+    if any(d != 1 for d in p["lhs_dilation"]):  # a transposed conv: zeros between the inputs, then a plain conv
+        if any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
+            raise ExportError(f"transposed convolution with negative padding in layer '{cv.layer}' is not supported")
+        channels = x.shape[lhs[1]]
+        ones = np.ones((channels, 1) + (1,) * len(p["lhs_dilation"]), x.dtype)
+        t = cv.one("ConvTranspose", [t, cv.const_name(ones)], strides=list(p["lhs_dilation"]), group=channels)
     if not w.is_const:
         raise ExportError(f"convolution with non-constant weights in layer '{cv.layer}'")
     weight = np.transpose(np.broadcast_to(w.const, w.shape), rhs).astype(np.float64)

@@ -7,7 +7,10 @@ For a segmentation + depth model `predict` returns `labels` [H, W], `color` (the
 sidecar's palette) [H, W, 3] uint8 and `depth` [H, W] metres, at the model's input size; for the
 driver-monitoring face model (a face crop in) `landmarks` [98, 2] in the given image's pixels, `eyes`
 (label -> probability), `mouth` and `distraction` (class names and probabilities) and `head_pose_deg`
-(yaw, pitch, roll); for a classifier `class_index`, `probability` and the full `probabilities`.
+(yaw, pitch, roll); for the ADAS model `boxes` [N, 4] (x1, y1, x2, y2 in the given image's pixels, scores >=
+the sidecar's threshold) with `scores`, `classes`, `class_names`, `occluded`, `lanes` (polylines fitted per lane
+instance, in the image's pixels) with `lane_classes`, and per tag task its class and probabilities; for a
+classifier `class_index`, `probability` and the full `probabilities`.
 
     python -m jaxvision.export.runtime model.onnx image.png --out prediction   (writes prediction_*.png)
 """
@@ -60,9 +63,14 @@ class Runtime:
     def predict(self, image) -> dict[str, np.ndarray]:
         """Pre-process one image, run it, and post-process per the sidecar's task."""
         out = {k: v[0] for k, v in self.run(self.preprocess([image])).items()}
+        if self.meta["task"] == "adas_network":      # exported without decoding: the raw maps
+            return out
         if self.meta["task"] == "dms":
             width, height = image.size if isinstance(image, Image.Image) else np.asarray(image).shape[1::-1]
             return _face_outputs(out, self.meta, width, height)
+        if self.meta["task"] == "adas":
+            width, height = image.size if isinstance(image, Image.Image) else np.asarray(image).shape[1::-1]
+            return _scene_outputs(out, self.meta, width / self.input["width"], height / self.input["height"])
         if self.meta["task"] == "segdepth":
             labels = out["semseg_labels"].astype(np.int64)
             palette = np.asarray(self.meta.get("palette") or _grey_palette(self.meta.get("num_classes", 256)),
@@ -82,6 +90,36 @@ def _face_outputs(out: dict, meta: dict, width: int, height: int) -> dict:
             "distraction": meta["distraction_classes"][int(np.argmax(distraction))],
             "distraction_probabilities": distraction,
             "head_pose_deg": dict(zip(("yaw", "pitch", "roll"), map(float, np.degrees(out["head_pose"]))))}
+
+
+def _scene_outputs(out: dict, meta: dict, sx: float, sy: float) -> dict:
+    """The ADAS graph's decoded outputs for one image: confident boxes and fitted lanes in the image's pixels."""
+    from jaxvision.data.lane_geometry import fit_lanes
+    keep = out["scores"] >= meta["score_threshold"]
+    scale = np.array([sx, sy, sx, sy], np.float32)
+    classes = out["classes"][keep]
+    (lanes, lane_classes), = fit_lanes(out["lane_points"][None], out["lane_instances"][None],
+                                       out["lane_classes"][None], (out["lane_instances"] >= 0)[None])
+    result = {"boxes": out["boxes"][keep] * scale, "scores": out["scores"][keep], "classes": classes,
+              "class_names": [meta["class_names"][c] for c in classes], "occluded": out["occluded"][keep] > 0.5,
+              "lanes": [lane * np.array([sx, sy], np.float32) for lane in lanes], "lane_classes": lane_classes}
+    for tag, names in meta["tag_names"].items():
+        result[tag] = names[int(np.argmax(out[tag]))]
+        result[f"{tag}_probabilities"] = out[tag]
+    return result
+
+
+def draw_scene(image: Image.Image, result: dict) -> Image.Image:
+    """A copy of `image` with the ADAS result's boxes (thin when occluded) and lanes drawn."""
+    from PIL import ImageDraw
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    for lane in result["lanes"]:
+        draw.line([tuple(p) for p in lane.astype(float)], fill=(255, 220, 0), width=3)
+    for box, name, score, occluded in zip(result["boxes"], result["class_names"], result["scores"], result["occluded"]):
+        draw.rectangle(tuple(box.astype(float)), outline=(40, 220, 40), width=1 if occluded else 3)
+        draw.text((float(box[0]) + 2, float(box[1]) + 1), f"{name} {score:.2f}", fill=(40, 220, 40))
+    return canvas
 
 
 def draw_landmarks(image: Image.Image, landmarks: np.ndarray) -> Image.Image:
@@ -121,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read image {args.image}: {e}", file=sys.stderr)
         return 1
     result = runtime.predict(image)
+    if "lanes" in result:
+        draw_scene(image, result).save(f"{args.out}_scene.png")
+        tags = {tag: result[tag] for tag in runtime.meta["tag_names"]}
+        print(json.dumps({"objects": len(result["boxes"]), "lanes": len(result["lanes"]), **tags}))
+        print(f"wrote {args.out}_scene.png")
+        return 0
     if "landmarks" in result:
         draw_landmarks(image, result["landmarks"]).save(f"{args.out}_landmarks.png")
         summary = {k: v for k, v in result.items() if k in ("eyes", "mouth", "distraction", "head_pose_deg")}

@@ -3,6 +3,7 @@
 from jaxvision.models.registry import create, create_from_config, list_models, model_options, register
 # Importing the model modules registers their models.
 from jaxvision.models.adaptive import DeepLabV3PlusAdaptive
+from jaxvision.models.adas import Cerberus
 from jaxvision.models.bert import Bert
 from jaxvision.models.dms import DMSNet
 from jaxvision.models.deeplab import ContextDecoder, DeepLabV3Plus, TaskHeads
@@ -14,7 +15,7 @@ from jaxvision.models.resnet import ResNet, ResidualBlock
 from jaxvision.models.transformer_multitask import DeepLabV3PlusTransformer
 from jaxvision.models.vit import VisionTransformer
 
-__all__ = ["Bert", "ContextDecoder", "DeepLabV3Plus", "DeepLabV3PlusAdaptive", "DeepLabV3PlusBranched",
+__all__ = ["Bert", "Cerberus", "ContextDecoder", "DeepLabV3Plus", "DeepLabV3PlusAdaptive", "DeepLabV3PlusBranched",
            "DeepLabV3PlusDistillation", "DeepLabV3PlusTransformer", "DMSNet", "EfficientNet", "InvertedResidual", "MBConv",
            "MobileNetV2", "RegNet", "ResBottleneckBlock", "ResNet", "ResidualBlock",
            "StochasticDepth", "TaskAttention", "TaskHeads", "VisionTransformer", "create", "create_from_config",

@@ -7,12 +7,13 @@ initialise it with) - see `model_input_keys` / `model_init_inputs`.
 """
 
 from jaxvision.config import ConfigError
+from jaxvision.tasks.adas import ADASTask
 from jaxvision.tasks.dms import DMSTask
 from jaxvision.tasks.mlm import MLMTask
 from jaxvision.tasks.segdepth import SegDepthTask
 from jaxvision.tasks.text_classification import TextClassificationTask
 
-TASKS = {"segdepth": SegDepthTask, "dms": DMSTask, "mlm": MLMTask, "text_classification": TextClassificationTask}
+TASKS = {"segdepth": SegDepthTask, "dms": DMSTask, "adas": ADASTask, "mlm": MLMTask, "text_classification": TextClassificationTask}
 IMAGE_INPUTS = ("image",)
 
 

@@ -228,12 +228,13 @@ def _any_process(flag: bool) -> bool:
 
 
 def run_eval(config, task, state, eval_step, mesh) -> dict:
-    """One pass over the validation split; returns the finalised metrics."""
+    """One pass over the validation split; returns the finalised metrics. The per-batch results are added up,
+    or handed to `task.accumulate(collected, batch_results)` when the task has one (e.g. detections for AP)."""
     batch_size = config.eval.batch_size
     totals = None
+    add = getattr(task, "accumulate", lambda totals, sums: sums if totals is None else jax.tree.map(np.add, totals, sums))
     for local in pipeline.make_eval_iterator(config.data, batch_size, jax.process_index(), jax.process_count()):
-        sums = jax.tree.map(_widen, parallel.to_host(eval_step(state, parallel.shard_batch(local, mesh))))
-        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+        totals = add(totals, jax.tree.map(_widen, parallel.to_host(eval_step(state, parallel.shard_batch(local, mesh)))))
     return task.finalize(totals)
 
 
