@@ -73,6 +73,6 @@ def get_config() -> ml_collections.ConfigDict:
         score_threshold=0.25,      # detections below are dropped before AP (section 3.4.3)
         top_k=100,                 # object peaks decoded per image
         lane_top_k=512,            # lane keypoints decoded per image
-        lane_threshold=0.3,        # lane keypoint heat threshold
+        lane_threshold=0.5,        # lane keypoint heat threshold (half a peak; BENCHMARKS.md has a sweep)
         lane_cluster_distance=12.0))  # pixels between midpoint votes of one lane
     return config

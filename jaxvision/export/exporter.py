@@ -84,7 +84,7 @@ def _dms_meta() -> dict:
 
 
 # The ADAS graph ends with the jit decoding of jaxvision/adas_decode.py; lanes are fitted on the host (runtime).
-ADAS_DECODING = dict(top_k=100, lane_top_k=512, lane_threshold=0.3, lane_cluster_distance=12.0)
+ADAS_DECODING = dict(top_k=100, lane_top_k=512, lane_threshold=0.5, lane_cluster_distance=12.0)
 
 
 def _adas_network_outputs(model, variables) -> tuple[Callable, tuple[str, ...], dict]:
