@@ -21,11 +21,13 @@ from jaxvision.export.runtime import Runtime
 from conftest import ROOT, run_cli
 
 TEXT_MODELS = {"bert_small", "bert_tiny"}
-# Larger siblings of a family already covered by a smaller one run with the slow tests.
+# Larger siblings of a family already covered by a smaller one run with the slow tests (cerberus_rn34_simple too:
+# its transposed convs have their own export test).
 LARGER_SIBLINGS = {"resnet34", "resnet50", "resnet101", "se_resnet34", "se_resnet50", "mobilenet_v2", "mobilenet_v2_140",
                    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "regnet_x_800mf", "regnet_y_800mf",
                    "vit_small_patch16", "vit_base_patch16", "dms", "dms_small", "dms_large", "cerberus",
-                   "cerberus_rn34_bifpn", "cerberus_rn50_bifpn", "cerberus_rn101_bifpn", "cerberus_effb2_bifpn"}
+                   "cerberus_rn34_simple", "cerberus_rn34_bifpn", "cerberus_rn50_bifpn", "cerberus_rn101_bifpn",
+                   "cerberus_effb2_bifpn"}
 IMAGE_MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in LARGER_SIBLINGS else m
                 for m in models.list_models() if m not in TEXT_MODELS]
 
@@ -228,7 +230,7 @@ def test_export_input_size_and_task_errors(one_device_run, tmp_path):
     config = json.loads((text / "config.json").read_text())
     config["task"] = "mlm"
     (text / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="needs a run of task segdepth or dms; .* is task .mlm."):
+    with pytest.raises(ValueError, match="needs a run of task segdepth, dms or adas; .* is task .mlm."):
         exporter.from_workdir(str(text))
     assert os.listdir(tmp_path) == ["text_run"]
 
@@ -239,3 +241,16 @@ def test_runtime_needs_the_model_and_its_sidecar(tmp_path):
     (tmp_path / "lonely.onnx").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"no sidecar .*lonely\.json"):
         Runtime(str(tmp_path / "lonely.onnx"))
+
+
+@pytest.mark.parametrize("stride,padding", [(2, "SAME"), (2, "VALID"), (3, ((1, 2), (0, 1)))])
+def test_transposed_convolution_matches_onnx_runtime(stride, padding):
+    """lax's transposed conv (an input-dilated conv) exports as zero insertion (a depthwise ConvTranspose of ones)
+    followed by the Conv, e.g. the simple neck's 4x4 stride-2 upsampling of CERBERUS."""
+    layer = nn.ConvTranspose(5, (4, 4), strides=(stride, stride), padding=padding)
+    x = np.random.default_rng(0).normal(size=(2, 6, 7, 3)).astype(np.float32)
+    params = layer.init(jax.random.PRNGKey(0), x)
+    fn = lambda v: layer.apply(params, v)  # noqa: E731
+    model = check(to_onnx(fn, [jax.ShapeDtypeStruct(x.shape, jnp.float32)], ["x"], ["y"], dynamic_batch=True))
+    got = _ort(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, np.asarray(fn(x)), atol=1e-5)

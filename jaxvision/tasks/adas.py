@@ -12,6 +12,7 @@ lane IoU of rasterised polylines (fitted per cluster) and the micro F1 of each t
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -150,8 +151,6 @@ class ADASTask:
 
     def save_predictions(self, path: str, batch: dict, outputs: dict, max_rows: int) -> None:
         """PNG grid: each image with its predicted boxes (score >= threshold) and lanes, next to the ground truth."""
-        import jax  # noqa: PLC0415
-
         results = jax.tree.map(np.asarray, {**self.decode(outputs), "mask": np.asarray(batch["mask"])})
         results["truth"] = {key: np.asarray(batch[key]) for key in GROUND_TRUTH + self.tags}
         visualize.save_scene_grid(path, np.asarray(batch["image"]), self.host_predictions(results),

@@ -192,7 +192,8 @@ def load_run(workdir: str, step: int | None = None, tasks: tuple[str, ...] | Non
     from jaxvision.config import config_from_json  # noqa: PLC0415
     config = config_from_json(os.path.join(workdir, "config.json"))
     if tasks is not None and config.task not in tasks:
-        raise ValueError(f"this needs a run of task {' or '.join(tasks)}; the run in {workdir} is task "
+        names = " or ".join(tasks) if len(tasks) < 3 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
+        raise ValueError(f"this needs a run of task {names}; the run in {workdir} is task "
                          f"'{config.task}'")
     model = build_model(config)
     checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
