@@ -1,7 +1,8 @@
 """CERBERUS MobileNetV2-BiFPN on synthetic driving scenes, sized for a 2-core CPU (BENCHMARKS.md, ADAS entry).
 
 configs/adas/synthetic.py at 128 x 256 (6.25x fewer pixels than 640 x 320; output maps 32 x 64) with batch 16,
-Adam 1e-3 after a short warm-up and a cosine decay: the thesis' 3,500 warm-up steps alone exceed this budget.
+Adam 1e-3 after a short warm-up and a cosine decay (the thesis' 3,500 warm-up steps alone exceed this budget);
+1,200 steps, about 47 minutes at 6.8 images/s.
 
     jaxvision train --config configs/adas/synthetic_cpu.py --workdir runs/cerberus_cpu
 """
@@ -18,6 +19,6 @@ def get_config():
     config.data.num_threads = 2
     config.optimizer.lr = 1e-3
     config.schedule.update(name="cosine", warmup_steps=50, end_lr_fraction=0.01)
-    config.train.update(batch_size=16, num_steps=700, log_every=25, eval_every=350, checkpoint_every=100)
+    config.train.update(batch_size=16, num_steps=1200, log_every=25, eval_every=600, checkpoint_every=100)
     config.eval.update(batch_size=50, lane_cluster_distance=6.0)
     return config
