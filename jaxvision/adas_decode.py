@@ -143,3 +143,13 @@ def cluster_lanes(midpoints: jax.Array, classes: jax.Array, valid: jax.Array, di
     index = jnp.arange(k, dtype=jnp.int32)
     labels = jnp.min(jnp.where(reach > 0.5, index[None, None, :], jnp.int32(k)), axis=-1)
     return jnp.where(valid, labels, jnp.int32(-1)).astype(jnp.int32)
+
+
+def decode_outputs(outputs: dict, stride: int, top_k: int, lane_top_k: int, lane_threshold: float,
+                   lane_cluster_distance: float) -> dict[str, dict]:
+    """The model's dense outputs -> {'detections': `decode_detections`, 'lanes': `decode_lane_points` plus the
+    cluster 'labels' of `cluster_lanes`}; what evaluation and the exported graph both decode."""
+    detections = decode_detections(outputs["heatmap"], outputs["box_offsets"], outputs["occlusion"], stride, top_k)
+    lanes = decode_lane_points(outputs["lane_heatmap"], outputs["lane_offsets"], stride, lane_top_k, lane_threshold)
+    lanes["labels"] = cluster_lanes(lanes["midpoints"], lanes["classes"], lanes["valid"], lane_cluster_distance)
+    return {"detections": detections, "lanes": lanes}

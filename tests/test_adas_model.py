@@ -62,6 +62,10 @@ def test_cerberus_bad_options():
         models.create("cerberus", neck="fpn")
     with pytest.raises(ValueError, match="model.backbone|model.encoder"):
         models.create("cerberus", backbone="vit_b16")
+    with pytest.raises(ValueError, match=r"model.tags entry \('weather', 1\) is invalid"):
+        models.create("cerberus", tags=(("weather", 1),))
+    with pytest.raises(ValueError, match="BiFPN repeats must be >= 1, got 0"):
+        BiFPN(channels=8, repeats=0).init(jax.random.PRNGKey(0), _features(), train=False)
     model = models.create("cerberus", backbone="resnet18", neck_channels=8, head_channels=8)
     with pytest.raises(ValueError, match="multiples of 32"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 64, 3)), train=False)

@@ -54,7 +54,7 @@ def test_perfect_outputs_decode_to_full_marks():
     task = ADASTask(config)
     collected = None
     for batch in pipeline.make_eval_iterator(config.data, 4, 0, 1):
-        outputs = perfect_outputs(batch, task.tags, tuple(config.data.adas.tag_classes))
+        outputs = perfect_outputs(batch, task.tags, tuple(task.tag_classes.values()))
         results = jax.tree.map(np.asarray, jax.jit(task.eval_sums)(outputs, batch))
         collected = task.accumulate(collected, results)
     metrics = task.finalize(collected)

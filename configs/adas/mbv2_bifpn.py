@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
         adas=ml_collections.ConfigDict(dict(
             num_classes=len(bdd100k.DETECTION_CLASSES), class_names=bdd100k.DETECTION_CLASSES,
             num_lane_classes=len(bdd100k.LANE_CLASSES),
-            tags=tuple(name for name, _ in tags), tag_classes=tuple(n for _, n in tags),
+            tags=tuple(name for name, _ in tags),
             tag_names=(bdd100k.WEATHERS, bdd100k.SCENES, bdd100k.TIMES_OF_DAY),
             stride=4,
             det_sigma=0.0,         # 0: size-adaptive Gaussians (CornerNet radius); > 0: fixed, in output cells

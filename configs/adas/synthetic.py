@@ -21,7 +21,6 @@ def get_config():
     config.data.name = "synthetic_scenes"
     config.data.adas.update(num_classes=len(synthetic.DETECTION_CLASSES), class_names=synthetic.DETECTION_CLASSES,
                             num_lane_classes=len(synthetic.LANE_CLASSES), tags=tuple(n for n, _ in tags),
-                            tag_classes=tuple(c for _, c in tags),
                             tag_names=(synthetic.WEATHERS, synthetic.SCENE_TYPES, synthetic.TIMES_OF_DAY),
                             max_objects=64, max_lane_points=512,
                             max_boxes=64, max_lanes=8, lane_points=16)

@@ -186,7 +186,7 @@ def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable
             return lambda example, rng: example
         return lambda example, rng: {**example, "image": face_roi.photometric_augment(example["image"], rng)}
     scale_range = tuple(aug.scale_range)
-    finish = _adas_inputs(data_config) if is_adas(data_config) else transforms.to_model_inputs
+    finish = _model_inputs(data_config)
 
     def augment(example: dict, rng: np.random.Generator) -> dict:
         return finish(transforms.augment(example, rng, aug.flip, scale_range, aug.color_jitter))
@@ -194,8 +194,14 @@ def _train_transform(data_config: ml_collections.ConfigDict, source) -> Callable
     return augment
 
 
-def _adas_inputs(data_config: ml_collections.ConfigDict) -> Callable:
-    return lambda example: adas_inputs.adas_example(example, data_config.adas, data_config.name)
+def _model_inputs(data_config: ml_collections.ConfigDict) -> Callable:
+    """`example -> model-ready example` after augmentation: face sources' examples are already model-ready, ADAS
+    examples get their encoded targets, others `transforms.to_model_inputs`."""
+    if data_config.name in FACE_SOURCES:
+        return lambda example: example
+    if is_adas(data_config):
+        return lambda example: adas_inputs.adas_example(example, data_config.adas, data_config.name)
+    return transforms.to_model_inputs
 
 
 def _padding_example(data_config: ml_collections.ConfigDict) -> dict:
@@ -229,9 +235,7 @@ def make_eval_iterator(data_config: ml_collections.ConfigDict, batch_size: int, 
         prepare = lambda i: source.eval_example(source[i], i)  # noqa: E731
     else:
         pad = _padding_example(data_config)
-        faces = data_config.name in FACE_SOURCES
-        finish = (lambda e: e) if faces else _adas_inputs(data_config) if is_adas(data_config) else \
-            transforms.to_model_inputs
+        finish = _model_inputs(data_config)
         prepare = lambda i: finish(source[i])  # noqa: E731
 
     def load(i: int) -> dict:

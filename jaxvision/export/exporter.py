@@ -113,18 +113,14 @@ def _adas_outputs(model, variables, decoding: dict) -> tuple[Callable, tuple[str
 
     def fn(pixels):
         out = model.apply(variables, pixels / PIXEL_SCALE, train=False)
-        dets = adas_decode.decode_detections(out["heatmap"], out["box_offsets"], out["occlusion"], OUTPUT_STRIDE,
-                                             decoding["top_k"])
-        lanes = adas_decode.decode_lane_points(out["lane_heatmap"], out["lane_offsets"], OUTPUT_STRIDE,
-                                               decoding["lane_top_k"], decoding["lane_threshold"])
-        labels = adas_decode.cluster_lanes(lanes["midpoints"], lanes["classes"], lanes["valid"],
-                                           decoding["lane_cluster_distance"])
+        decoded = adas_decode.decode_outputs(out, OUTPUT_STRIDE, **decoding)
+        dets, lanes = decoded["detections"], decoded["lanes"]
         return (dets["boxes"], dets["scores"], dets["classes"].astype(jnp.int32), dets["occluded"],
                 lanes["points"], jnp.where(lanes["valid"], lanes["scores"], 0.0), lanes["classes"].astype(jnp.int32),
-                labels.astype(jnp.int32), *(jax.nn.softmax(out[tag], axis=-1) for tag in tags))
+                lanes["labels"], *(jax.nn.softmax(out[tag], axis=-1) for tag in tags))
     k, n = decoding["top_k"], decoding["lane_top_k"]
     meanings = {"boxes": f"object boxes (x1, y1, x2, y2) in input pixels, best peaks first [B, {k}, 4]",
-                "scores": f"centre-heatmap peak scores [B, {k}] (keep those >= 0.25)",
+                "scores": f"centre-heatmap peak scores [B, {k}] (keep those >= the sidecar's score_threshold)",
                 "classes": f"object class index [B, {k}]",
                 "occluded": f"occlusion probability [B, {k}]",
                 "lane_points": f"lane keypoints (x, y) in input pixels [B, {n}, 2]",

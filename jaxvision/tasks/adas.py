@@ -29,7 +29,8 @@ class ADASTask:
     """The multi-task loss of section 3.4.2 and the metrics of Table 3.3."""
 
     main_metrics = ("map", "occlusion_accuracy", "lane_iou")
-    sweep_columns = (("map", "Boxes mAP@.5 ↑", 3), ("occlusion_accuracy", "Occl ↑", 3), ("lane_iou", "Lane IoU ↑", 3))
+    sweep_columns = (("map", "Boxes mAP@.5 ↑", 3), ("occlusion_accuracy", "Occl ↑", 3),
+                     ("lane_iou", "Lane IoU ↑", 3))
     sweep_note = "COCO 101-point AP at IoU 0.5 (scores >= 0.25), occlusion accuracy of matched boxes, lane mask IoU."
 
     def __init__(self, config):
@@ -39,7 +40,8 @@ class ADASTask:
         self.weights = {term: float(w) for term, w in config.loss.weights.items() if w > 0}
         self.adas = config.data.adas
         self.tags = tuple(self.adas.tags)
-        model_tags = tuple(task for task, _ in config.model.tags)
+        self.tag_classes = {task: int(classes) for task, classes in config.model.tags}
+        model_tags = tuple(self.tag_classes)
         if model_tags != self.tags:
             raise ConfigError(f"model.tags {model_tags} and data.adas.tags {self.tags} name different tag tasks")
         self.eval_config = config.eval
@@ -76,14 +78,9 @@ class ADASTask:
     def decode(self, outputs: dict) -> dict:
         """Jit-compatible decoding: detections, lane keypoints with cluster labels, tag predictions."""
         cfg = self.eval_config
-        detections = adas_decode.decode_detections(outputs["heatmap"], outputs["box_offsets"], outputs["occlusion"],
-                                                   self.adas.stride, cfg.top_k)
-        lanes = adas_decode.decode_lane_points(outputs["lane_heatmap"], outputs["lane_offsets"], self.adas.stride,
-                                               cfg.lane_top_k, cfg.lane_threshold)
-        lanes["labels"] = adas_decode.cluster_lanes(lanes["midpoints"], lanes["classes"], lanes["valid"],
-                                                    cfg.lane_cluster_distance)
-        tags = {tag: jnp.argmax(outputs[tag], axis=-1) for tag in self.tags}
-        return {"detections": detections, "lanes": lanes, "tags": tags}
+        decoded = adas_decode.decode_outputs(outputs, self.adas.stride, cfg.top_k, cfg.lane_top_k, cfg.lane_threshold,
+                                             cfg.lane_cluster_distance)
+        return {**decoded, "tags": {tag: jnp.argmax(outputs[tag], axis=-1) for tag in self.tags}}
 
     def eval_sums(self, outputs: dict, batch: dict) -> dict:
         """Not sums: the decoded predictions and the ground truth of the batch, gathered by `accumulate`."""
@@ -133,7 +130,7 @@ class ADASTask:
         for pred, true in zip(predictions, truths):
             lane_iou.add(pred["lanes"], true["lanes"])
         out["lane_iou"] = lane_iou.result()
-        for tag, classes in zip(self.tags, self.adas.tag_classes):
+        for tag, classes in self.tag_classes.items():
             f1 = detection_metrics.f1_scores(np.array([p[tag] for p in predictions]),
                                              np.array([t[tag] for t in truths]), classes)
             out[f"{tag}_f1"], out[f"{tag}_macro_f1"] = float(f1["micro"]), float(f1["macro"])
