@@ -6,8 +6,8 @@
     jaxvision bench data  --config configs/quickstart.py [--batches 50]
     jaxvision bench attention [--out DIR] [--kinds vanilla,dct-0.25] [--lengths 128,1024] [--max-batch 8]
     jaxvision export --workdir DIR [--step N] | --model NAME --input HxW  --out FILE.onnx
-                     [--format onnx|tensorrt] [--batch 1] [--dynamic-batch] [--opset 17] [--layout nchw|nhwc]
-                     [--precision fp32|fp16] [--verify]
+                     [--format onnx|tensorrt|savedmodel] [--batch 1] [--dynamic-batch] [--opset 17]
+                     [--layout nchw|nhwc] [--precision fp32|fp16] [--verify]
     jaxvision bench latency --workdir DIR | --model NAME [--input HxW] [--runs 1000] [--batch 8] [--json FILE]
     jaxvision models [--filter SUBSTRING]
     jaxvision profile --model resnet50 --input 1x224x224x3 [--model.num_classes=10 ...] [--json FILE]
@@ -74,13 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--isolate", action="store_true",
                     help="run each point in its own process and measure its real peak memory (slower)")
 
-    ex = model_source(sub.add_parser("export", help="checkpoint -> ONNX (+ sidecar JSON) or TensorRT engine"))
-    ex.add_argument("--out", required=True, help="output file (.onnx, or .engine for --format tensorrt)")
-    ex.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"))
+    ex = model_source(sub.add_parser("export", help="checkpoint -> ONNX (+ sidecar JSON), TensorRT engine or "
+                                                    "TF SavedModel"))
+    ex.add_argument("--out", required=True,
+                    help="output: .onnx, .engine for --format tensorrt, a folder for --format savedmodel")
+    ex.add_argument("--format", default="onnx", choices=("onnx", "tensorrt", "savedmodel"))
     ex.add_argument("--batch", type=int, default=1, help="batch size of the graph (the optimum with --dynamic-batch)")
     ex.add_argument("--dynamic-batch", action="store_true", help="any batch size at run time")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-20 (17: TensorRT 8.5 / JetPack 5)")
-    ex.add_argument("--layout", default="nchw", choices=("nchw", "nhwc"), help="input layout (TensorRT prefers nchw)")
+    ex.add_argument("--layout", default=None, choices=("nchw", "nhwc"),
+                    help="input layout (default nchw, which TensorRT prefers; nhwc for a SavedModel)")
     ex.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="weights and compute")
     ex.add_argument("--verify", action="store_true", help="compare ONNX Runtime with JAX; fail above tolerance")
 
@@ -302,7 +305,6 @@ def _param_count(name: str) -> int | None:
     1x64x64x3 image or, for text models, 1x16 token ids (shapes only, no compute); None when both fail."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from jaxvision import models
     for example in (jnp.zeros((1, 64, 64, 3)), jnp.ones((1, 16), jnp.int32)):
         try:
@@ -310,7 +312,7 @@ def _param_count(name: str) -> int | None:
             variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example, train=False))
         except Exception:  # noqa: BLE001  a model that cannot take this input: try the next, else no count
             continue
-        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
+        return models.count_params(variables.get("params", {}))
     return None
 
 

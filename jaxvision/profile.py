@@ -225,10 +225,6 @@ def _call_xla_macs(call: _Call, variables, cache: dict) -> float | None:
     return cache[key]
 
 
-def _n_params(tree) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
 def _shape_text(value) -> str:
     """1x56x56x64 for an array; 'key:shape, ...' (cut at 48 characters) for a dict or sequence of arrays."""
     if isinstance(value, jax.ShapeDtypeStruct):
@@ -298,10 +294,10 @@ def profile_model(model_or_name: nn.Module | str, input_shape: Sequence[int], *,
         counted = [c for c in layers if c.path.split("/")[0] in members]
         per_member_xla = [xla_per_name.get(m) for m in members]
         rows.append(StageRow(key, members, _shape_text(last_call[members[-1]].output),
-                             sum(_n_params(params.get(m, {})) for m in members),
+                             sum(models.count_params(params.get(m, {})) for m in members),
                              sum(c.macs for c in counted), sum(c.macs_no_pad for c in counted),
                              None if total_xla is None or None in per_member_xla else sum(per_member_xla)))
-    root_params = _n_params({k: v for k, v in params.items() if k not in names})
+    root_params = models.count_params({k: v for k, v in params.items() if k not in names})
     staged_xla = None if any(r.macs_xla is None for r in rows) or total_xla is None \
         else total_xla - sum(r.macs_xla for r in rows)
     if root_params or staged_xla:
@@ -309,7 +305,7 @@ def profile_model(model_or_name: nn.Module | str, input_shape: Sequence[int], *,
         # the submodules' compiles: the ops between submodules (pooling, position embeddings) plus elementwise
         # ops that XLA's fusion duplicates into several consumers across submodule boundaries.
         rows.append(StageRow("other", ["(model)"], "", root_params, 0, 0, staged_xla))
-    return Profile(label, input_shape, rows, _n_params(params), sum(c.macs for c in layers),
+    return Profile(label, input_shape, rows, models.count_params(params), sum(c.macs for c in layers),
                    sum(c.macs_no_pad for c in layers), total_xla, layers, notes, time.perf_counter() - start)
 
 

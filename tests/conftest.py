@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvision import models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
 
@@ -21,6 +23,17 @@ TINY = [
     "--config.optimizer.lr=0.01", "--config.schedule.name=constant", "--config.schedule.warmup_steps=0",
     "--config.model.aspp_channels=32", "--config.model.decoder_channels=32", "--config.model.skip_channels=8",
 ]
+
+TEXT_MODELS = {"bert_small", "bert_tiny"}
+# The registry's image models, for the export sweeps. Larger siblings of a family already covered by a smaller
+# one run with the slow tests (cerberus_rn34_simple too: its transposed convs have their own export test).
+LARGER_SIBLINGS = {"resnet34", "resnet50", "resnet101", "se_resnet34", "se_resnet50", "mobilenet_v2", "mobilenet_v2_140",
+                   "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "regnet_x_800mf", "regnet_y_800mf",
+                   "vit_small_patch16", "vit_base_patch16", "dms", "dms_small", "dms_large", "cerberus",
+                   "cerberus_rn34_simple", "cerberus_rn34_bifpn", "cerberus_rn50_bifpn", "cerberus_rn101_bifpn",
+                   "cerberus_effb2_bifpn"}
+IMAGE_MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in LARGER_SIBLINGS else m
+                for m in models.list_models() if m not in TEXT_MODELS]
 
 
 def cli_env(devices: int = 1, **extra) -> dict:
@@ -56,11 +69,6 @@ def load_params(workdir: str, step: int | None = None) -> dict:
     tree = checkpointer.restore(path, like)
     flat = jax.tree_util.tree_flatten_with_path(tree["params"])[0]
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
-
-
-def n_params(tree) -> int:
-    """Number of scalars in a (possibly abstract) pytree."""
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def abstract_init(model, shape=(1, 64, 64, 3), **kw):

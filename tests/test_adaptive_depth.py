@@ -11,7 +11,7 @@ from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.layers.latent_transformer import LatentTransformer, extract_latents
 from test_cross_attention import (jit_apply, np_dense, np_heads_attention, np_ln, np_mlp_residual, np_softmax,
                                   random_init)
-from conftest import n_params
+from jaxvision.models import count_params
 
 LATENT, PIXEL, OUT = (2, 4, 8, 32), (2, 4, 8, 16), (16, 32)  # lowest features, stride-4 features, image size
 
@@ -48,12 +48,12 @@ def test_param_counts_match_report_table3():
     shapes = jax.eval_shape(lambda: head.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 256)),
                                               jnp.zeros((1, 16, 16, 256)), (64, 64), train=False))["params"]
     assert set(shapes) == {"transformer", "bin_proj", "conv3x3"}
-    assert n_params(shapes["transformer"]) == 2_369_280
-    assert n_params(shapes["conv3x3"]) == 590_080 and n_params(shapes["bin_proj"]) == 257
+    assert count_params(shapes["transformer"]) == 2_369_280
+    assert count_params(shapes["conv3x3"]) == 590_080 and count_params(shapes["bin_proj"]) == 257
     # Lowest ResNet-18/34 features (512 channels): Linear 512 -> 256 before the blocks.
     low = jax.eval_shape(lambda: head.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 512)),
                                            jnp.zeros((1, 16, 16, 256)), (64, 64), train=False))["params"]
-    assert n_params(low["transformer"]["latent_proj"]) == 512 * 256 + 256
+    assert count_params(low["transformer"]["latent_proj"]) == 512 * 256 + 256
     # dim 512: no projection before, Linear 512 -> 256 after the bin projection for the similarity.
     wide = AdaptiveDepthHead(num_bins=256, dim=512, num_heads=8)
     p = jax.eval_shape(lambda: wide.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 512)),

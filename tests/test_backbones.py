@@ -10,7 +10,8 @@ from jaxvision import models
 from jaxvision.cli import run
 from jaxvision.layers import ConvNormAct, SqueezeExcite, make_divisible
 from jaxvision.models import MobileNetV2, ResNet
-from conftest import abstract_features, abstract_init, n_params
+from conftest import abstract_features, abstract_init
+from jaxvision.models import count_params
 
 
 
@@ -28,7 +29,7 @@ def se_resnet_params(resnet: int, blocks: tuple[int, ...], expansion: int) -> in
     ("resnext50_32x4d", 25_028_904), ("mobilenet_v2", 3_504_872), ("se_resnet50", 28_088_024),
     ("se_resnet18", 11_779_624), ("se_resnet34", 21_960_416)])
 def test_param_counts_match_reference(name, expected):
-    assert n_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
+    assert count_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
 
 
 def test_se_resnet_counts_by_hand():

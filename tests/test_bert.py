@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT, n_params, run_cli
+from conftest import ROOT, run_cli
+from jaxvision.models import count_params
 from jaxvision import models
 from jaxvision.models.bert import Classifier
 from jaxvision.tasks.mlm import MLMTask
@@ -63,12 +64,12 @@ def test_bert_small_parameter_count_by_hand():
     shapes = lambda model, *x: jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *x))["params"]  # noqa: E731
     mlm = shapes(models.create("bert_small"), tokens, positions)
     cls = shapes(models.create("bert_small", head="classification"), tokens)
-    assert n_params(mlm["encoder"]) == n_params(cls["encoder"]) == encoder
-    assert n_params(mlm) == encoder + mlm_head == 28_795_194
-    assert n_params(cls) == encoder + classifier == 28_764_161
+    assert count_params(mlm["encoder"]) == count_params(cls["encoder"]) == encoder
+    assert count_params(mlm) == encoder + mlm_head == 28_795_194
+    assert count_params(cls) == encoder + classifier == 28_764_161
     assert set(mlm) == {"encoder", "mlm_head"} and set(cls) == {"encoder", "classifier"}
     sinusoidal = shapes(models.create("bert_small", positions="sinusoidal"), tokens, positions)
-    assert n_params(sinusoidal) == encoder + mlm_head - n * d
+    assert count_params(sinusoidal) == encoder + mlm_head - n * d
 
 
 def test_sparse_head_equals_the_dense_head_gathered_and_decodes_through_the_embedding(tiny):

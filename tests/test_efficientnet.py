@@ -9,7 +9,8 @@ from flax import linen as nn
 import jaxvision.models.efficientnet  # noqa: F401  (registers efficientnet_b0..b3)
 from jaxvision import models
 from jaxvision.models.efficientnet import EfficientNet, MBConv, StochasticDepth
-from conftest import abstract_features, abstract_init, n_params
+from conftest import abstract_features, abstract_init
+from jaxvision.models import count_params
 
 
 
@@ -19,7 +20,7 @@ from conftest import abstract_features, abstract_init, n_params
 @pytest.mark.parametrize("name,expected", [("efficientnet_b0", 5_288_548), ("efficientnet_b1", 7_794_184),
                                            ("efficientnet_b2", 9_109_994), ("efficientnet_b3", 12_233_232)])
 def test_param_counts_match_torchvision(name, expected):
-    assert n_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
+    assert count_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
 
 
 def test_layout_width_and_depth():

@@ -18,19 +18,7 @@ from jaxvision import models
 from jaxvision.export import exporter
 from jaxvision.export.onnx_graph import ExportError, check, to_onnx
 from jaxvision.export.runtime import Runtime
-from conftest import ROOT, run_cli
-
-TEXT_MODELS = {"bert_small", "bert_tiny"}
-# Larger siblings of a family already covered by a smaller one run with the slow tests (cerberus_rn34_simple too:
-# its transposed convs have their own export test).
-LARGER_SIBLINGS = {"resnet34", "resnet50", "resnet101", "se_resnet34", "se_resnet50", "mobilenet_v2", "mobilenet_v2_140",
-                   "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "regnet_x_800mf", "regnet_y_800mf",
-                   "vit_small_patch16", "vit_base_patch16", "dms", "dms_small", "dms_large", "cerberus",
-                   "cerberus_rn34_simple", "cerberus_rn34_bifpn", "cerberus_rn50_bifpn", "cerberus_rn101_bifpn",
-                   "cerberus_effb2_bifpn"}
-IMAGE_MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in LARGER_SIBLINGS else m
-                for m in models.list_models() if m not in TEXT_MODELS]
-
+from conftest import IMAGE_MODELS, ROOT, run_cli
 
 def _ort(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -138,8 +126,8 @@ def test_bad_settings_are_refused():
         exporter.build_onnx(exportable, opset=12)
     with pytest.raises(ExportError, match="int8"):
         exporter.build_onnx(exportable, precision="int8")
-    with pytest.raises(ExportError, match="format 'savedmodel'"):
-        exporter.export(exportable, "/tmp/never.onnx", fmt="savedmodel")
+    with pytest.raises(ExportError, match="format 'tflite'"):
+        exporter.export(exportable, "/tmp/never.onnx", fmt="tflite")
 
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):

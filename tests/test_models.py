@@ -10,7 +10,8 @@ from flax import linen as nn
 from jaxvision import models
 from jaxvision.layers import ASPP, ConvNormAct, ImagePooling
 from jaxvision.models import DeepLabV3Plus, ResidualBlock, ResNet
-from conftest import abstract_init, n_params
+from conftest import abstract_init
+from jaxvision.models import count_params
 
 EPS = 1e-5  # BatchNorm epsilon
 
@@ -119,7 +120,7 @@ def test_image_pooling_is_projection_of_the_mean():
                                            ("resnet50", 25_557_032), ("resnet101", 44_549_160)])
 def test_resnet_param_counts_match_torchvision(name, expected):
     v = abstract_init(models.create(name, num_classes=1000))
-    assert n_params(v["params"]) == expected
+    assert count_params(v["params"]) == expected
 
 
 @pytest.mark.parametrize("output_stride,deep", [(32, (4, 2)), (16, (4, 4)), (8, (8, 8))])
@@ -243,7 +244,7 @@ def deeplab_resnet18_params() -> int:
 
 def test_deeplab_param_count_by_hand():
     v = abstract_init(models.create("deeplabv3plus", encoder="resnet18"))
-    assert n_params(v["params"]) == deeplab_resnet18_params() == 16_607_924
+    assert count_params(v["params"]) == deeplab_resnet18_params() == 16_607_924
 
 
 @pytest.fixture(scope="module")

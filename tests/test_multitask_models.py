@@ -17,7 +17,8 @@ from jaxvision.convert import convert_weights, export_state_dict, write_safetens
 from jaxvision.models.deeplab import supported_encoders
 from jaxvision.train.loop import load_encoder_weights
 from jaxvision.train.state import TrainState
-from conftest import TINY, QUICKSTART, abstract_init, load_params, n_params, run_cli
+from conftest import TINY, QUICKSTART, abstract_init, load_params, run_cli
+from jaxvision.models import count_params
 
 SMALL = dict(encoder="resnet18", aspp_channels=16, decoder_channels=16, skip_channels=8)
 SHAPE = (2, 32, 64, 3)
@@ -32,7 +33,7 @@ def abstract_init_with_output(model, shape=SHAPE) -> tuple:
 def counts(name: str, **options) -> dict:
     """{top-level module: parameter count} of model `name`, from an abstract init."""
     params = abstract_init(models.create(name, **options))["params"]
-    return {k: n_params(v) for k, v in params.items()}
+    return {k: count_params(v) for k, v in params.items()}
 
 
 def _random_variables(model, shape, seed=0) -> dict:

@@ -5,7 +5,8 @@ import json
 import pytest
 from flax import linen as nn
 
-from conftest import abstract_init, n_params, run_cli
+from conftest import abstract_init, run_cli
+from jaxvision.models import count_params
 from jaxvision import cli, models
 from jaxvision.config import ConfigError
 from jaxvision.layers.conv import ConvNormAct
@@ -59,7 +60,7 @@ def test_resnet18_224_matches_the_published_count():
 
 def test_xla_agrees_with_the_analytic_count_on_resnet18():
     p = profile_model("resnet18", (1, 64, 64, 3), num_classes=10)
-    assert p.params == n_params(abstract_init(models.create("resnet18", num_classes=10))["params"])
+    assert p.params == count_params(abstract_init(models.create("resnet18", num_classes=10))["params"])
     # Conv-dominated rows: XLA = the no-padding taps plus a little elementwise work.
     for row in p.rows[:-1]:
         assert 1.0 <= row.macs_xla / row.macs_no_pad < 1.02, row
@@ -94,7 +95,7 @@ def test_deeplab_dict_output():
     p = profile_model("deeplabv3plus", (1, 32, 32, 3), **options)
     assert [r.stage for r in p.rows][:3] == ["encoder", "stride 4", "heads"]
     assert p.rows[2].output == "depth:1x32x32, semseg:1x32x32x19"
-    assert p.params == n_params(abstract_init(models.create("deeplabv3plus", **options), (1, 32, 32, 3))["params"])
+    assert p.params == count_params(abstract_init(models.create("deeplabv3plus", **options), (1, 32, 32, 3))["params"])
     assert p.macs_xla > p.macs_no_pad > 0
 
 
@@ -106,7 +107,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path):
     assert lines[0].startswith("resnet18  input 1x32x32x3")
     assert any(line.startswith("stride 32") for line in lines) and any(line.startswith("total") for line in lines)
     data = json.loads(out.read_text())
-    assert data["params"] == n_params(abstract_init(models.create("resnet18", num_classes=10))["params"])
+    assert data["params"] == count_params(abstract_init(models.create("resnet18", num_classes=10))["params"])
     assert data["params"] == sum(r["params"] for r in data["rows"]) and data["macs_xla"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temporary file left
 

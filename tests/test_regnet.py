@@ -10,7 +10,8 @@ from jaxvision import models
 from jaxvision.cli import run
 from jaxvision.models.regnet import RegNet, block_params
 from jaxvision.models.resnet import dilated_stages
-from conftest import abstract_features, abstract_init, n_params
+from conftest import abstract_features, abstract_init
+from jaxvision.models import count_params
 
 # torchvision.models.regnet_* (1000 classes, parameters only).
 COUNTS = {"regnet_x_400mf": 5_495_976, "regnet_y_400mf": 4_344_144, "regnet_x_800mf": 7_259_656,
@@ -19,7 +20,7 @@ COUNTS = {"regnet_x_400mf": 5_495_976, "regnet_y_400mf": 4_344_144, "regnet_x_80
 
 @pytest.mark.parametrize("name,expected", COUNTS.items())
 def test_param_counts_match_torchvision(name, expected):
-    assert n_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
+    assert count_params(abstract_init(models.create(name, num_classes=1000))["params"]) == expected
 
 
 # (depth, w_0, w_a, w_m, group_width) -> per stage (width, depth, group width), as torchvision / pycls generate them.

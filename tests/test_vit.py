@@ -9,7 +9,8 @@ import jaxvision.models.vit  # noqa: F401  (registers the vit_* models)
 from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.models import registry
 from jaxvision.models.vit import VisionTransformer, resize_pos_embed
-from conftest import abstract_init, n_params
+from conftest import abstract_init
+from jaxvision.models import count_params
 
 
 
@@ -18,7 +19,7 @@ from conftest import abstract_init, n_params
 @pytest.mark.parametrize("name,expected", [("vit_tiny_patch16", 5_717_416), ("vit_small_patch16", 22_050_664),
                                            ("vit_base_patch16", 86_567_656)])
 def test_param_counts_match_timm(name, expected):
-    assert n_params(abstract_init(registry.create(name, num_classes=1000), (1, 224, 224, 3))["params"]) == expected
+    assert count_params(abstract_init(registry.create(name, num_classes=1000), (1, 224, 224, 3))["params"]) == expected
 
 
 def test_layout_follows_timm():

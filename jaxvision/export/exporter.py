@@ -1,4 +1,5 @@
-"""`jaxvision export`: a training run's checkpoint (or a registered model) -> ONNX / TensorRT + sidecar JSON.
+"""`jaxvision export`: a training run's checkpoint (or a registered model) -> ONNX / TensorRT + sidecar JSON
+(TensorFlow SavedModel: `jaxvision.export.savedmodel`).
 
 The exported graph is the inference function: eval mode, BatchNorm folded into the convolutions,
 the input's normalisation inside the graph (float32 RGB pixels 0..255 in, divided by 255 as in the
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvision import models
 from jaxvision.export.onnx_graph import DEFAULT_OPSET, ExportError, check, to_onnx
 from jaxvision.fileio import write_atomic
 from jaxvision.layers.depthwise import grouped_conv
@@ -25,7 +27,7 @@ PIXEL_SCALE = 255.0
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}            # max |onnx - jax| / max(1, max |jax|), float outputs
 LABEL_MISMATCH = {"fp32": 1e-3, "fp16": 2e-2}       # fraction of differing argmax labels allowed
 IMAGE_TASKS = ("segdepth", "dms", "adas")
-LAYOUTS, PRECISIONS, FORMATS = ("nchw", "nhwc"), ("fp32", "fp16"), ("onnx", "tensorrt")
+LAYOUTS, PRECISIONS, FORMATS = ("nchw", "nhwc"), ("fp32", "fp16"), ("onnx", "tensorrt", "savedmodel")
 
 
 @dataclasses.dataclass
@@ -175,14 +177,13 @@ def from_workdir(workdir: str, step: int | None = None, decode: bool = True) -> 
                     else None)
     meta["checkpoint"] = {"workdir": os.path.abspath(workdir), "step": int(step)}
     return Exportable(config.model.name, fn, config.data.height, config.data.width, names, meta,
-                      _count(variables["params"]))
+                      models.count_params(variables["params"]))
 
 
 def from_registry(name: str, height: int, width: int, seed: int = 0, decode: bool = True, **options) -> Exportable:
     """A registered model with freshly initialised weights, for parity tests and latency measurements without a
     checkpoint. Zero-initialised arrays (heads, biases) are randomised and BatchNorm statistics calibrated on
     random images, so that every weight and the BatchNorm folding show in the outputs."""
-    from jaxvision import models
     from jaxvision.models.adas import Cerberus
     from jaxvision.models.dms import DMSNet
     model = models.create(name, **options)
@@ -203,7 +204,7 @@ def from_registry(name: str, height: int, width: int, seed: int = 0, decode: boo
             else "segdepth" if isinstance(probe, dict) else "classification")
     fn, names, meta = _task_outputs(task, model, variables, decode=decode)
     meta["checkpoint"] = None
-    return Exportable(name, fn, height, width, names, meta, _count(variables["params"]))
+    return Exportable(name, fn, height, width, names, meta, models.count_params(variables["params"]))
 
 
 def _calibrate_batch_stats(name: str, options: dict, variables: dict, images: np.ndarray) -> dict:
@@ -213,7 +214,6 @@ def _calibrate_batch_stats(name: str, options: dict, variables: dict, images: np
     gives each layer's batch mean m and variance v. The running mean is set to m / 10 and the variance to
     v + m^2 (the second moment): activations keep about unit scale, the mean subtraction is exercised, and
     no layer subtracts a large mean from a nearly equal activation (which would magnify float rounding)."""
-    from jaxvision import models
     quiet = {k: 0.0 for k in models.model_options(name) if "drop" in k and k not in options}
     model = models.create(name, **options, **quiet)
 
@@ -234,10 +234,6 @@ def _calibrate_batch_stats(name: str, options: dict, variables: dict, images: np
         mean = flat[path[:-1] + (jax.tree_util.DictKey("mean"),)]
         return jnp.maximum(stat + jnp.square(mean), 1e-2)
     return {**variables, "batch_stats": jax.device_get(jax.tree_util.tree_map_with_path(fitted, solved))}
-
-
-def _count(tree) -> int:
-    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(tree))
 
 
 def with_layout(exportable: Exportable, layout: str) -> Callable:
@@ -273,18 +269,24 @@ def build_onnx(exportable: Exportable, batch: int = 1, dynamic_batch: bool = Fal
     return model
 
 
-def sidecar(exportable: Exportable, model, layout: str, precision: str, opset: int, dynamic_batch: bool) -> dict:
-    """The JSON that travels with the exported graph."""
+def onnx_dims(model) -> tuple[list, dict]:
+    """(input dims, {output: dims}) of an ONNX model; the dynamic batch dimension is named 'batch'."""
     def dims(value_info):
         return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+    return dims(model.graph.input[0]), {o.name: dims(o) for o in model.graph.output}
+
+
+def sidecar(exportable: Exportable, fmt: str, input_dims: list, output_dims: dict, layout: str, precision: str,
+            dynamic_batch: bool, **format_fields) -> dict:
+    """The JSON that travels with the exported graph; `format_fields` as opset (ONNX) or signature (SavedModel)."""
     return {
-        "model": exportable.name, "format": "onnx", "opset": opset, "precision": precision,
-        "input": {"name": "image", "layout": layout.upper(), "shape": dims(model.graph.input[0]), "dtype": "float32",
+        "model": exportable.name, "format": fmt, **format_fields, "precision": precision,
+        "input": {"name": "image", "layout": layout.upper(), "shape": input_dims, "dtype": "float32",
                   "color": "RGB", "range": [0.0, PIXEL_SCALE], "height": exportable.height,
                   "width": exportable.width, "dynamic_batch": dynamic_batch,
                   "normalisation": f"x / {PIXEL_SCALE:g} inside the graph"},
-        "outputs": {o.name: {"shape": dims(o), "meaning": exportable.meta["outputs"][o.name]}
-                    for o in model.graph.output},
+        "outputs": {name: {"shape": dims, "meaning": exportable.meta["outputs"][name]}
+                    for name, dims in output_dims.items()},
         **{k: v for k, v in exportable.meta.items() if k != "outputs"},
     }
 
@@ -402,15 +404,20 @@ def tensorrt_available() -> str | None:
 
 
 def export(exportable: Exportable, out: str, fmt: str = "onnx", batch: int = 1, dynamic_batch: bool = False,
-           opset: int = DEFAULT_OPSET, layout: str = "nchw", precision: str = "fp32", verify: bool = False,
+           opset: int = DEFAULT_OPSET, layout: str | None = None, precision: str = "fp32", verify: bool = False,
            log=print) -> list[str]:
-    """Exports `exportable` to `out`; with `verify`, checks ONNX Runtime against JAX and raises above tolerance."""
+    """Exports `exportable` to `out`; with `verify`, checks the exported graph (ONNX Runtime, or TensorFlow for a
+    SavedModel) against JAX and raises above tolerance. `layout` defaults to NCHW (NHWC for a SavedModel)."""
     if fmt not in FORMATS:
         raise ExportError(f"format '{fmt}' is unknown; choose one of {', '.join(FORMATS)}")
+    if fmt == "savedmodel":
+        from jaxvision.export import savedmodel
+        return savedmodel.save(exportable, out, batch, dynamic_batch, layout or "nhwc", precision, verify, log)
+    layout = layout or "nchw"
     onnx_precision = "fp32" if fmt == "tensorrt" else precision
     onnx_out = os.path.splitext(out)[0] + ".onnx" if fmt == "tensorrt" else out
     model = build_onnx(exportable, batch, dynamic_batch, opset, layout, onnx_precision)
-    meta = sidecar(exportable, model, layout, onnx_precision, opset, dynamic_batch)
+    meta = sidecar(exportable, "onnx", *onnx_dims(model), layout, onnx_precision, dynamic_batch, opset=opset)
     data = model.SerializeToString()
     if verify:
         diffs = verify_onnx(exportable, data, layout, onnx_precision, batches=(1, 3) if dynamic_batch else (batch,))

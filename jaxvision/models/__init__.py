@@ -1,6 +1,7 @@
 """Whole networks, registered by name: `create("resnet50", num_classes=10)`, `create_from_config(config.model)`."""
 
-from jaxvision.models.registry import create, create_from_config, list_models, model_options, register
+from jaxvision.models.registry import (count_params, create, create_from_config, list_models, model_options,
+                                      register)
 # Importing the model modules registers their models.
 from jaxvision.models.adaptive import DeepLabV3PlusAdaptive
 from jaxvision.models.adas import Cerberus

@@ -60,6 +60,13 @@ def create(name: str, /, **kwargs: Any):
     return _factory(name)(**kwargs)
 
 
+def count_params(tree) -> int:
+    """Number of scalars in a pytree of arrays or shapes (e.g. a model's params, concrete or from eval_shape)."""
+    import jax
+    import numpy as np
+    return sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(tree))
+
+
 def _to_tuples(value: Any) -> Any:
     """Lists (e.g. from a command-line override) -> tuples, recursively, so Module fields stay hashable."""
     if isinstance(value, (list, tuple)):
