@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import jax
@@ -14,10 +15,20 @@ from scipy import special
 from jaxvision.export import exporter, savedmodel
 from jaxvision.export.onnx_graph import ExportError
 from jaxvision.export.portable import polynomial_erf, portable, sorted_top_k
-from conftest import IMAGE_MODELS, run_cli
+from conftest import IMAGE_MODELS, ROOT, cli_env, run_cli
 
 needs_tf = pytest.mark.skipif(savedmodel.tensorflow_missing() is not None,
                               reason=f"SavedModel: {savedmodel.tensorflow_missing()}")
+
+
+def test_asking_for_tensorflow_does_not_load_it():
+    """TensorFlow loaded before triton (torchvision imports it) segfaults the process: the skip check at
+    collection must leave it unloaded for the PyTorch parity tests."""
+    code = ("import sys; from jaxvision.export import savedmodel; savedmodel.tensorflow_missing(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
 
 
 def test_sorted_top_k_equals_lax_top_k_with_ties():

@@ -13,6 +13,7 @@ anything is written, naming the op.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -34,12 +35,12 @@ PLATFORMS = ("cpu", "cuda")
 
 
 def tensorflow_missing() -> str | None:
-    """None when TensorFlow (with jax2tf) can be imported, else the reason."""
-    try:
-        import tensorflow  # noqa: F401
-        from jax.experimental import jax2tf  # noqa: F401
-    except ImportError as e:
-        return f"TensorFlow is not installed ({e}); install the tf extra: pip install -e '.[tf]'"
+    """None when TensorFlow is installed, else the reason.
+
+    Looks the package up without importing it: a process that loads TensorFlow before triton (which
+    torchvision imports) segfaults, so asking must not load it."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return "TensorFlow is not installed; install the tf extra: pip install -e '.[tf]'"
     return None
 
 
