@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--layout", default=None, choices=("nchw", "nhwc"),
                     help="input layout (default nchw, which TensorRT prefers; nhwc for a SavedModel)")
     ex.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="weights and compute")
-    ex.add_argument("--verify", action="store_true", help="compare ONNX Runtime with JAX; fail above tolerance")
+    ex.add_argument("--verify", action="store_true",
+                    help="run the exported graph (ONNX Runtime, TensorFlow) beside JAX; fail above tolerance")
 
     bl = bench_sub.add_parser("latency", help="inference latency: JAX jit vs ONNX Runtime (Tables 2.8 / 3.4)")
     model_source(bl)

@@ -8,7 +8,8 @@ from flax import linen as nn
 
 import jaxvision.models.efficientnet  # noqa: F401  (registers efficientnet_b0..b3)
 from jaxvision import models
-from jaxvision.models.efficientnet import EfficientNet, MBConv, StochasticDepth
+from jaxvision.layers.stochastic_depth import StochasticDepth
+from jaxvision.models.efficientnet import EfficientNet, MBConv
 from conftest import abstract_features, abstract_init
 from jaxvision.models import count_params
 

@@ -74,7 +74,7 @@ def test_sigterm_saves_and_resume_is_bit_identical(one_device_run, tmp_path):
     assert os.path.isdir(os.path.join(workdir, "checkpoints", str(stopped_at)))
     resumed = run_cli(["train", "--workdir", workdir, "--config", QUICKSTART, *TINY,
                        "--config.train.checkpoint_every=100"])
-    assert f"resuming from" in resumed.stdout
+    assert "resuming from" in resumed.stdout
     a, b = load_params(workdir, 4), load_params(workdir_ref, 4)
     assert all(np.array_equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
     steps = [json.loads(l)["step"] for l in open(log) if "train/loss" in l]

@@ -19,7 +19,6 @@ Lanes (Eq. 3.1 with a fixed sigma, Eq. 3.4):
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 

@@ -313,13 +313,15 @@ class Difference:
     mean_abs: float
     limit: float          # allowed max_abs (float outputs) or mismatch fraction (integer outputs)
     mismatch: float | None = None
+    batch: int | None = None
 
     @property
     def ok(self) -> bool:
         return (self.mismatch if self.mismatch is not None else self.max_abs) <= self.limit
 
 
-def compare(reference: tuple, outputs: list, names: tuple[str, ...], precision: str) -> list[Difference]:
+def compare(reference: tuple, outputs: list, names: tuple[str, ...], precision: str,
+            batch: int | None = None) -> list[Difference]:
     """Per-output max / mean absolute difference of `outputs` against `reference` (JAX), with its limit."""
     diffs = []
     for name, ref, out in zip(names, reference, outputs):
@@ -329,10 +331,23 @@ def compare(reference: tuple, outputs: list, names: tuple[str, ...], precision: 
         err = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         if np.issubdtype(ref.dtype, np.integer):
             diffs.append(Difference(name, float(err.max()), float(err.mean()), LABEL_MISMATCH[precision],
-                                    mismatch=float(np.mean(out != ref))))
+                                    mismatch=float(np.mean(out != ref)), batch=batch))
         else:
             limit = TOLERANCE[precision] * max(1.0, float(np.abs(ref).max()))
-            diffs.append(Difference(name, float(err.max()), float(err.mean()), limit))
+            diffs.append(Difference(name, float(err.max()), float(err.mean()), limit, batch=batch))
+    return diffs
+
+
+def compare_on_random_pixels(exportable: Exportable, run, layout: str, precision: str, batches=(1,),
+                             seed: int = 0) -> list[Difference]:
+    """Runs the exported graph (`run`: pixels -> list of outputs) and the JAX function on the same random pixels,
+    one batch size after the other."""
+    fn = jax.jit(with_layout(exportable, layout))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for batch in batches:
+        pixels = rng.uniform(0, PIXEL_SCALE, input_shape(exportable, batch, layout)).astype(np.float32)
+        diffs += compare(jax.device_get(fn(pixels)), run(pixels), exportable.output_names, precision, batch)
     return diffs
 
 
@@ -341,21 +356,17 @@ def verify_onnx(exportable: Exportable, onnx_bytes: bytes, layout: str, precisio
     """Runs the ONNX graph in ONNX Runtime (CPU) and the JAX function on the same random pixels."""
     import onnxruntime as ort
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    fn = jax.jit(with_layout(exportable, layout))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for batch in batches:
-        pixels = rng.uniform(0, PIXEL_SCALE, input_shape(exportable, batch, layout)).astype(np.float32)
-        diffs += compare(jax.device_get(fn(pixels)), session.run(None, {"image": pixels}), exportable.output_names,
-                         precision)
-    return diffs
+    return compare_on_random_pixels(exportable, lambda pixels: session.run(None, {"image": pixels}), layout,
+                                    precision, batches, seed)
 
 
 def format_differences(diffs: list[Difference]) -> str:
-    lines = ["| output | max abs diff | mean abs diff | limit | ok |", "|---|---:|---:|---:|---|"]
+    """A Markdown table of the differences, one row per output (and batch size)."""
+    lines = ["| batch | output | max abs diff | mean abs diff | limit | ok |", "|---:|---|---:|---:|---:|---|"]
     for d in diffs:
         limit = f"{d.limit:.1e}" + (f" (labels differing: {d.mismatch:.2%})" if d.mismatch is not None else "")
-        lines.append(f"| {d.output} | {d.max_abs:.3e} | {d.mean_abs:.3e} | {limit} | {'yes' if d.ok else 'NO'} |")
+        lines.append(f"| {'' if d.batch is None else d.batch} | {d.output} | {d.max_abs:.3e} | {d.mean_abs:.3e} | "
+                     f"{limit} | {'yes' if d.ok else 'NO'} |")
     return "\n".join(lines)
 
 

@@ -22,7 +22,6 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxvision.export import exporter
 from jaxvision.export.onnx_graph import ExportError
@@ -82,16 +81,11 @@ def verify(exportable: exporter.Exportable, path: str, layout: str, batches=(1,)
     """Runs the SavedModel at `path` (TensorFlow, CPU) and the JAX function on the same random pixels."""
     import tensorflow as tf
     serve = tf.saved_model.load(path).signatures[SIGNATURE]
-    fn = jax.jit(exporter.with_layout(exportable, layout))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for batch in batches:
-        pixels = rng.uniform(0, exporter.PIXEL_SCALE, exporter.input_shape(exportable, batch, layout))
-        pixels = pixels.astype(np.float32)
+
+    def run(pixels):
         outputs = serve(image=tf.constant(pixels))
-        diffs += exporter.compare(jax.device_get(fn(pixels)), [outputs[n].numpy() for n in exportable.output_names],
-                                  exportable.output_names, "fp32")
-    return diffs
+        return [outputs[name].numpy() for name in exportable.output_names]
+    return exporter.compare_on_random_pixels(exportable, run, layout, "fp32", batches, seed)
 
 
 def save(exportable: exporter.Exportable, out: str, batch: int = 1, dynamic_batch: bool = False,

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.layers.conv import ConvNormAct, check_norm, make_divisible
-from jaxvision.layers.stochastic_depth import StochasticDepth
 from jaxvision.models.mobilenet import OUTPUT_STRIDES, InvertedResidual
 from jaxvision.models.registry import register
 

@@ -251,7 +251,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     task, model = get_task(config), build_model(config)
     tcfg = config.train
-    local_batch = parallel.check_batch_size(tcfg.batch_size, mesh)
+    parallel.check_batch_size(tcfg.batch_size, mesh)
     if tcfg.batch_size % (tcfg.grad_accum_steps * mesh.devices.size):
         raise ValueError(f"train.batch_size={tcfg.batch_size} must split into grad_accum_steps={tcfg.grad_accum_steps}"
                          f" micro-batches that each divide over {mesh.devices.size} devices")
