@@ -37,6 +37,18 @@ def test_hand_counted_tiny_stem_and_head():
     assert variables["params"]["head"]["kernel"].shape == (16 + 56 + 152, 209)
 
 
+@pytest.mark.parametrize("landmark_init", [0.5, 0.0])
+def test_head_starts_the_landmarks_at_landmark_init_and_the_rest_at_zero(landmark_init):
+    model = dms.DMSNet(size="tiny", landmark_init=landmark_init)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    bias = variables["params"]["head"]["bias"]
+    np.testing.assert_array_equal(bias, np.r_[np.full(196, landmark_init), np.zeros(13)])
+    variables = jax.tree_util.tree_map_with_path(  # a zero head kernel: the output is the bias
+        lambda path, x: jnp.zeros_like(x) if "head" in str(path) and "kernel" in str(path) else x, variables)
+    landmarks = dms.split_outputs(model.apply(variables, jnp.ones((2, 32, 32, 3)), train=False))["landmarks"]
+    np.testing.assert_array_equal(landmarks, np.full((2, 98, 2), landmark_init))
+
+
 def test_features_at_strides_4_8_16_and_output_vector():
     model = models.create("dms_tiny")
     x = jnp.zeros((2, 160, 160, 3))

@@ -182,6 +182,20 @@ def test_photometric_augment_is_a_valid_random_image():
     assert face_roi.photometric_augment(np.ones((8, 8, 3), np.float32), np.random.default_rng(1)).max() <= 1.0
 
 
+@pytest.mark.parametrize("size", [160, 320])
+def test_blur_is_the_same_fraction_of_the_crop_at_every_size(monkeypatch, size):
+    """Only the blur left on (sigma 1.2 px at 160): an impulse spreads to a Gaussian of variance (1.2 size/160)^2."""
+    for name, value in dict(BRIGHTNESS=0.0, CONTRAST=(1.0, 1.0), CHANNEL_GAIN=(1.0, 1.0), SATURATION=(1.0, 1.0),
+                            NOISE_STD=(0.0, 0.0), BLUR_PROB=1.0, BLUR_SIGMA=(1.2, 1.2)).items():
+        monkeypatch.setattr(face_roi, name, value)
+    image = np.zeros((size, size, 3), np.float32)
+    image[size // 2, size // 2] = 1.0
+    out = face_roi.photometric_augment(image, np.random.default_rng(0))[..., 0]
+    offsets = np.arange(size) - size // 2
+    variance = (out.sum(0) * offsets ** 2).sum() / out.sum()
+    np.testing.assert_allclose(variance, (1.2 * size / 160) ** 2, rtol=0.05)
+
+
 def test_degenerate_landmarks_are_an_error():
     with pytest.raises(ValueError, match="landmarks span no area"):
         face_roi.crop_face(np.zeros((10, 10, 3), np.uint8), np.full((98, 2), 5.0), None, 16, None)

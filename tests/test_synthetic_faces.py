@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxvision.data import face_labels
+from jaxvision.data import face_labels, face_roi
 from jaxvision.data import face_landmarks as fl
 from jaxvision.data import synthetic_faces as sf
 from jaxvision.data.synthetic_faces import SyntheticFaces, mirror_face, project_landmarks, render_face, sample_face
@@ -52,8 +52,9 @@ def test_arrays_have_the_documented_shapes_dtypes_and_ranges(size):
         assert 0.0 <= ex["image"].min() and ex["image"].max() <= 1.0 and ex["image"].std() > 0.05
         assert ex["landmarks"].shape == (98, 2) and ex["landmarks"].dtype == np.float32
         assert ex["landmarks"].min() >= 0.0 and ex["landmarks"].max() <= 1.0
-        # The RoI is the landmark box made square and enlarged: the landmarks span >= 1 / 1.3 of one side.
-        assert np.ptp(ex["landmarks"], 0).max() >= 1 / sf.ROI_SCALE[1] - 1e-5
+        # Validation RoIs are the landmark box made square about its centre (Table 2.2's test column).
+        np.testing.assert_allclose(np.ptp(ex["landmarks"], 0).max(), 1.0, atol=1e-5)
+        np.testing.assert_allclose((ex["landmarks"].min(0) + ex["landmarks"].max(0)) / 2, 0.5, atol=1e-5)
         assert ex["eyes"].shape == (4,) and ex["eyes"].dtype == np.float32 and set(ex["eyes"]) <= {0.0, 1.0}
         assert (ex["eyes"][[1, 3]] <= ex["eyes"][[0, 2]]).all()                  # open implies visible
         assert ex["mouth"].dtype == np.int32 and ex["mouth"] in (0, 1, 2)
@@ -63,6 +64,24 @@ def test_arrays_have_the_documented_shapes_dtypes_and_ranges(size):
         assert ex["confidence"].dtype == np.float32 and ex["confidence"] == 1.0
     with pytest.raises(IndexError):
         ds[6]
+
+
+def test_training_rois_follow_table_2_2_scale_and_shift():
+    ds = SyntheticFaces("train", 40, size=48)
+    faces = [ds.params(i) for i in range(len(ds))]
+    scales = np.array([f.roi_scale for f in faces])
+    shifts = np.array([f.roi_shift for f in faces])
+    assert 1.0 <= scales.min() and scales.max() <= 1.1 and np.ptp(scales) > 0.05
+    assert 0.0 <= shifts.min() and shifts.max() <= 1.0 and np.ptp(shifts) > 0.8
+    for face in faces[:5]:
+        points = project_landmarks(face)
+        assert points.min() >= -1e-6 and points.max() <= 1 + 1e-6
+        np.testing.assert_allclose(np.ptp(points, 0).max(), 1 / face.roi_scale, rtol=1e-5)
+    # Uniform draws u -> fraction of the slack: TRAIN moves the centre by U[0, 1] of the slack either way.
+    u = np.array([0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(sf._roi_shift(u, face_roi.TRAIN), [0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(sf._roi_shift(u, face_roi.EVAL), 0.5)
+    np.testing.assert_allclose(sf._roi_shift(u, face_roi.RoIAugment(shift=(0.5, 1.0))), [0.0, 0.125, 0.5, 1.0])
 
 
 def test_face_is_sampled_before_the_resolution():

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.task = "dms"
-    config.model = ml_collections.ConfigDict(dict(name="dms", size="small", norm="batch"))
+    # landmark_init: the landmark biases of the head start at the crop centre (0 starts them at the corner).
+    config.model = ml_collections.ConfigDict(dict(name="dms", size="small", norm="batch", landmark_init=0.5))
 
     config.data = ml_collections.ConfigDict(dict(
         name="synthetic_faces",   # synthetic_faces | lapa

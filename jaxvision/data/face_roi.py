@@ -123,13 +123,15 @@ BRIGHTNESS = 0.15          # additive offset drawn in [-B, B]
 CONTRAST = (0.7, 1.3)      # factor about the image mean
 CHANNEL_GAIN = (0.9, 1.1)  # per-channel colour gain
 SATURATION = (0.7, 1.3)    # factor about the per-pixel grey level
-BLUR_PROB, BLUR_SIGMA = 0.3, (0.3, 1.5)
+BLUR_PROB, BLUR_SIGMA = 0.3, (0.3, 1.5)   # sigma in pixels of a BLUR_REFERENCE_SIZE crop, scaled to the image
+BLUR_REFERENCE_SIZE = 160                  # the thesis' input side
 NOISE_STD = (0.0, 0.03)
 
 
 def photometric_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random brightness/contrast, colour jitter, Gaussian blur (sometimes) and Gaussian noise of a float
-    image [H, W, 3] in [0, 1]; float32 clipped to [0, 1]."""
+    image [H, W, 3] in [0, 1]; float32 clipped to [0, 1]. The blur is the same fraction of the face at every
+    crop size: its sigma is drawn for a 160-pixel crop and scaled by H / 160."""
     x = np.asarray(image, np.float32)
     mean = x.mean()
     x = (x - mean) * rng.uniform(*CONTRAST) + mean + rng.uniform(-BRIGHTNESS, BRIGHTNESS)
@@ -137,6 +139,6 @@ def photometric_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarr
     grey = x.mean(-1, keepdims=True)
     x = grey + (x - grey) * rng.uniform(*SATURATION)
     if rng.random() < BLUR_PROB:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*BLUR_SIGMA))
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*BLUR_SIGMA) * x.shape[0] / BLUR_REFERENCE_SIZE)
     x = x + rng.normal(0.0, rng.uniform(*NOISE_STD), x.shape).astype(np.float32)
     return np.clip(x, 0.0, 1.0).astype(np.float32)

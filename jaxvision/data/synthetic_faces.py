@@ -22,11 +22,12 @@ length, depth and width, mouth height and width, lip thickness), see `sample_fac
 
 Camera and crop. R = euler_to_matrix(yaw, pitch, roll) maps head to camera coordinates; the head centre is at
 `translation` (DISTANCE_MM away) and points project to u = (X / Z, Y / Z). Yaw, pitch and roll are uniform in
-+-YAW_DEG, +-PITCH_DEG, +-ROLL_DEG. The crop is the LaPa RoI procedure of the thesis (Sec. 2.3.2, Table 2.2):
-the minimal box of the 98 landmarks, made square, scaled by U[ROI_SCALE] (wider than the thesis' [1.0, 1.1]:
-a face detector's box is looser), shifted by U[0, 1] of the slack on each axis (every landmark stays inside),
-for both splits. Landmark labels are (u - crop corner) / crop side: pixel (c, r) of an
-N x N image covers [c, c + 1) x [r, r + 1) / N in label units.
++-YAW_DEG, +-PITCH_DEG, +-ROLL_DEG. The crop is the LaPa RoI procedure of the thesis (Sec. 2.3.2, Table 2.2,
+the ranges of `face_roi.TRAIN` / `face_roi.EVAL`): the minimal box of the 98 landmarks made square about its
+centre, then for training scaled by U[1.0, 1.1] and shifted by up to all of the slack on each axis (every
+landmark stays inside); validation crops are the centred square itself (scale 1, no shift). The head's roll
+plays the part of Table 2.2's rotation, in both splits. Landmark labels are (u - crop corner) / crop side:
+pixel (c, r) of an N x N image covers [c, c + 1) x [r, r + 1) / N in label units.
 
 Labels are read off what is drawn. Eyes: visible = no sunglasses and no occluder over that eye (an eye turned
 away still counts as visible: within +-50 deg of yaw the far eye stays inside the face outline); open =
@@ -55,14 +56,13 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxvision.data import face_labels
+from jaxvision.data import face_labels, face_roi
 from jaxvision.data import face_landmarks as fl
 
 # Pose and camera (uniform ranges).
 YAW_DEG, PITCH_DEG, ROLL_DEG = 50.0, 35.0, 35.0
 DISTANCE_MM = (450.0, 900.0)          # head centre to camera
 OFF_AXIS = 0.12                       # lateral head offset, fraction of the distance
-ROI_SCALE = (1.0, 1.3)                # square RoI side / minimal landmark box side
 MIN_SIZE = 48
 
 # Labels.
@@ -101,6 +101,7 @@ _SOLVER_GRID = np.linspace(0.0, 1.0, 16)   # openings tried (x eye width, x MOUT
 OPEN_LIPS_MM = 0.4                     # inner opening below which the lips are drawn as a closed seam
 
 _SPLITS = {"train": 0, "val": 1}
+_SPLIT_ROI = {"train": face_roi.TRAIN, "val": face_roi.EVAL}
 _TWO_PI = 2 * np.pi
 
 
@@ -601,8 +602,18 @@ def _sample_props(rng: np.random.Generator, yaw: float, skin: np.ndarray, class_
                  tilt=rng.uniform(0.5, 1.0) if phone else rng.uniform(-0.2, 0.4), length=rng.uniform(70, 90))
 
 
-def sample_face(rng: np.random.Generator, class_probs=DEFAULT_CLASS_PROBS) -> FaceParams:
-    """Draws a face: identity, pose, camera, expression, RoI, look and props (see the module docstring)."""
+def _roi_shift(u: np.ndarray, roi: face_roi.RoIAugment) -> np.ndarray:
+    """Crop corner position per axis as a fraction of the slack (0.5: centred) for uniform draws u in [0, 1):
+    moved from the centre by U[roi.shift] of the slack / 2, in a random direction (u's side of 0.5)."""
+    v = 2 * u - 1
+    low, high = roi.shift
+    return 0.5 + np.sign(v) * (low + np.abs(v) * (high - low)) / 2
+
+
+def sample_face(rng: np.random.Generator, class_probs=DEFAULT_CLASS_PROBS,
+                roi: face_roi.RoIAugment = face_roi.TRAIN) -> FaceParams:
+    """Draws a face: identity, pose, camera, expression, RoI (scale and shift ranges of `roi`), look and props
+    (see the module docstring)."""
     shape = _sample_shape(rng)
     yaw, pitch, roll = np.deg2rad(rng.uniform(-1, 1, 3) * [YAW_DEG, PITCH_DEG, ROLL_DEG])
     distance = rng.uniform(*DISTANCE_MM)
@@ -619,7 +630,8 @@ def sample_face(rng: np.random.Generator, class_probs=DEFAULT_CLASS_PROBS) -> Fa
     eye_opening, mouth_opening = _solve_openings(shape, rot, translation, ear_targets, mar_target)
     return FaceParams(shape=shape, yaw=float(yaw), pitch=float(pitch), roll=float(roll), translation=translation,
                       eye_opening=eye_opening, gaze=rng.uniform([-0.35, -0.2], [0.35, 0.2]),
-                      mouth_opening=mouth_opening, roi_scale=rng.uniform(*ROI_SCALE), roi_shift=rng.uniform(0, 1, 2),
+                      mouth_opening=mouth_opening, roi_scale=rng.uniform(*roi.scale),
+                      roi_shift=_roi_shift(rng.uniform(0, 1, 2), roi),
                       look=look, props=_sample_props(rng, yaw, look.skin, class_probs))
 
 
@@ -1011,7 +1023,8 @@ class SyntheticFaces:
         """The sampled face of example `index` (resolution free)."""
         if not 0 <= index < self.num:
             raise IndexError(f"SyntheticFaces({self.split!r}) index {index} out of range [0, {self.num})")
-        return sample_face(np.random.default_rng([self.seed, _SPLITS[self.split], int(index)]), self.class_probs)
+        return sample_face(np.random.default_rng([self.seed, _SPLITS[self.split], int(index)]), self.class_probs,
+                           _SPLIT_ROI[self.split])
 
     def __getitem__(self, index: int) -> dict:
         return render_face(self.params(index), self.size,

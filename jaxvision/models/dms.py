@@ -73,8 +73,9 @@ class DMSNet(nn.Module):
     """Face crop [B, H, W, 3] in [0, 1] -> output vector [B, 209] float32 (see `split_outputs` / `decode`).
 
     `size` picks a block table of `SIZES`; `stages` (tuples (t, c, n, s)), `stem_channels` and `stem_stride`
-    given explicitly replace it. With `features=True` the call also returns {4, 8, 16} -> the pooled-from
-    feature maps (for saliency maps).
+    given explicitly replace it. The head's landmark biases start at `landmark_init` (0.5: every point at the
+    crop centre, where the RoI puts the face) rather than at the corner 0. With `features=True` the call also
+    returns {4, 8, 16} -> the pooled-from feature maps (for saliency maps).
     """
 
     size: str = "small"
@@ -82,6 +83,7 @@ class DMSNet(nn.Module):
     stem_channels: int = 0
     stem_stride: int = 0
     norm: str = "batch"
+    landmark_init: float = 0.5
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
@@ -94,6 +96,11 @@ class DMSNet(nn.Module):
         """(stem channels, stem stride, stages) this model builds."""
         stem, stride, stages = SIZES.get(self.size, (32, 1, ()))
         return (self.stem_channels or stem, self.stem_stride or stride, tuple(map(tuple, self.stages or stages)))
+
+    def _head_bias_init(self, key, shape, dtype=jnp.float32):
+        """Zeros, except `landmark_init` for the landmark coordinates (the first slice of Table 2.1)."""
+        del key
+        return jnp.zeros(shape, dtype).at[:OUTPUT_LAYOUT[0][1]].set(self.landmark_init)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
@@ -113,7 +120,8 @@ class DMSNet(nn.Module):
             raise ValueError(f"DMS block table reaches strides {sorted(feats)}; it needs blocks at strides "
                              f"{FEATURE_STRIDES} (missing {missing})")
         pooled = jnp.concatenate([jnp.mean(feats[s], axis=(1, 2)) for s in FEATURE_STRIDES], axis=-1)
-        out = nn.Dense(OUTPUT_SIZE, dtype=self.dtype, name="head")(pooled).astype(jnp.float32)
+        out = nn.Dense(OUTPUT_SIZE, dtype=self.dtype, bias_init=self._head_bias_init, name="head")(pooled)
+        out = out.astype(jnp.float32)
         if features:
             return out, {s: feats[s] for s in FEATURE_STRIDES}
         return out
