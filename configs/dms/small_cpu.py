@@ -8,9 +8,8 @@ evaluation with BatchNorm at batch 16); GroupNorm normalises each image by itsel
 took NME from 7.0% to 6.1% in equal steps. It cannot be folded into the convolutions for deployment (2-4x
 the CPU latency at 48 x 48); the thesis configs keep BatchNorm. Batch 8 with Adam 4e-3 and a cosine decay over
 17,500 steps (140,000 faces, about 19 min at 125 img/s on a 2-core AMD EPYC VM; batch 8 and 4e-3 won the
-32,000-face trials).
-Task weights as small.py (landmarks 0.005, head pose 20: weighting the landmark term higher costs the eye and
-mouth tasks more than it gains NME; BENCHMARKS.md).
+32,000-face trials). Task weights as small.py (landmarks 0.005, head pose 20: weighting the landmark term
+higher costs the eye and mouth tasks more than it gains NME; BENCHMARKS.md).
 
     jaxvision train --config configs/dms/small_cpu.py --workdir runs/dms_small_cpu
 """
