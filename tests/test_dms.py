@@ -49,6 +49,21 @@ def test_head_starts_the_landmarks_at_landmark_init_and_the_rest_at_zero(landmar
     np.testing.assert_array_equal(landmarks, np.full((2, 98, 2), landmark_init))
 
 
+def test_soft_argmax_pooling_reads_where_a_channel_fires():
+    """Channel 0 of a 2 x 4 map is ln 9 at row 1, column 2 and 0 elsewhere: its softmax puts 9/16 there and
+    1/16 on each other pixel. Pixel centres: x = (2k + 1) / 4 - 1, y = -0.5 / 0.5; the uniform part averages to
+    0, so E[x] = (9/16 - 1/16) * 0.25 = 0.125 and E[y] = 0.5 * 0.5 = 0.25. Channel 1 is constant: mean 1, E = 0."""
+    feature_map = jnp.zeros((1, 2, 4, 2)).at[0, 1, 2, 0].set(np.log(9.0)).at[:, :, :, 1].set(1.0)
+    np.testing.assert_allclose(dms.pool_features(feature_map, "mean"), [[np.log(9.0) / 8, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(dms.pool_features(feature_map, "soft_argmax"),
+                               [[np.log(9.0) / 8, 1.0, 0.125, 0.0, 0.25, 0.0]], rtol=1e-6, atol=1e-7)
+    variables = dms.DMSNet(size="tiny", pool="soft_argmax").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                                                 train=False)
+    assert variables["params"]["head"]["kernel"].shape == (3 * (16 + 56 + 152), 209)
+    with pytest.raises(ValueError, match="DMS pool 'max' is unknown; choose one of mean, soft_argmax"):
+        dms.DMSNet(size="tiny", pool="max")
+
+
 def test_features_at_strides_4_8_16_and_output_vector():
     model = models.create("dms_tiny")
     x = jnp.zeros((2, 160, 160, 3))
@@ -178,12 +193,13 @@ def test_swa_averaging_link_keeps_the_mean_of_the_snapshots():
         swa.averaged_params(optax.sgd(0.1).init(params))
 
 
-def test_dynamic_batch_export_slices_the_output_vector():
+@pytest.mark.parametrize("pool", ["mean", "soft_argmax"])
+def test_dynamic_batch_export_slices_the_output_vector(pool):
     """With a symbolic batch, indexing the output vector must stay a Slice (jnp indexing would trace a gather
-    the converter refuses); batch 1 and 3 through one graph match JAX."""
+    the converter refuses); batch 1 and 3 through one graph match JAX, with either pooling."""
     import onnxruntime as ort
     from jaxvision.export import exporter
-    exportable = exporter.from_registry("dms_tiny", 48, 48)
+    exportable = exporter.from_registry("dms_tiny", 48, 48, pool=pool)
     model = exporter.build_onnx(exportable, dynamic_batch=True, layout="nhwc")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch in (1, 3):

@@ -21,7 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.task = "dms"
     # landmark_init: the landmark biases of the head start at the crop centre (0 starts them at the corner).
-    config.model = ml_collections.ConfigDict(dict(name="dms", size="small", norm="batch", landmark_init=0.5))
+    # pool: how the head pools the stride-4/8/16 maps: "mean" (the thesis) | "soft_argmax" (small_cpu.py).
+    config.model = ml_collections.ConfigDict(dict(name="dms", size="small", norm="batch", landmark_init=0.5,
+                                                  pool="mean"))
 
     config.data = ml_collections.ConfigDict(dict(
         name="synthetic_faces",   # synthetic_faces | lapa

@@ -11,6 +11,10 @@ found by searching MobileNetV2-shaped tables (a stem, a t = 1 block, then stride
 for both numbers: every size lands within 0.1% of the parameters and 1% of the MACs. Matching the MACs needs a
 stride-1 stem (MobileNetV2's stride-2 stem truncated at stride 16 has 574,505 parameters but only 107 M MACs),
 so the stage before B1 runs at stride 2.
+
+`pool="soft_argmax"` (not the thesis') adds to each channel's average where on the map it fires (its expected
+position under a spatial softmax), which a single dense layer can turn into landmark coordinates far more
+easily than averages alone; the 20-minute CPU configuration uses it (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from jaxvision.models.registry import register
 OUTPUT_LAYOUT = (("landmarks", 196), ("eyes", 4), ("mouth", 3), ("head_pose", 3), ("distraction", 3))
 OUTPUT_SIZE = sum(size for _, size in OUTPUT_LAYOUT)
 FEATURE_STRIDES = (4, 8, 16)
+POOLS = ("mean", "soft_argmax")
 
 # size -> (stem channels, stem stride, stages of (expansion t, channels c, blocks n, first stride s)).
 SIZES = {
@@ -65,6 +70,23 @@ def decode(vector: jnp.ndarray) -> dict[str, jnp.ndarray]:
     return outputs
 
 
+def pool_features(feature_map: jnp.ndarray, pool: str = "mean") -> jnp.ndarray:
+    """[B, H, W, C] -> [B, C], the global average (`pool="mean"`, the thesis'), or [B, 3C] (`"soft_argmax"`):
+    that average, then each channel's expected pixel-centre x and then y (in [-1, 1] across the map) under its
+    softmax over the H x W positions (the spatial soft arg-max of Levine et al. 2016)."""
+    mean = jnp.mean(feature_map, axis=(1, 2))
+    if pool == "mean":
+        return mean
+    batch, height, width, channels = feature_map.shape
+    weights = jax.nn.softmax(feature_map.reshape(batch, height * width, channels), axis=1)
+    weights = weights.reshape(batch, height, width, channels)
+    xs = (2 * jnp.arange(width, dtype=feature_map.dtype) + 1) / width - 1
+    ys = (2 * jnp.arange(height, dtype=feature_map.dtype) + 1) / height - 1
+    expected_x = jnp.sum(weights.sum(axis=1) * xs[None, :, None], axis=1)
+    expected_y = jnp.sum(weights.sum(axis=2) * ys[None, :, None], axis=1)
+    return jnp.concatenate([mean, expected_x, expected_y], axis=-1)
+
+
 @register("dms_large", size="large")
 @register("dms_small", size="small")
 @register("dms_tiny", size="tiny")
@@ -74,8 +96,9 @@ class DMSNet(nn.Module):
 
     `size` picks a block table of `SIZES`; `stages` (tuples (t, c, n, s)), `stem_channels` and `stem_stride`
     given explicitly replace it. The head's landmark biases start at `landmark_init` (0.5: every point at the
-    crop centre, where the RoI puts the face) rather than at the corner 0. With `features=True` the call also
-    returns {4, 8, 16} -> the pooled-from feature maps (for saliency maps).
+    crop centre, where the RoI puts the face) rather than at the corner 0. `pool` is how the B1-B3 maps are pooled
+    for the head (`pool_features`). With `features=True` the call also returns {4, 8, 16} -> the pooled-from
+    feature maps (for saliency maps).
     """
 
     size: str = "small"
@@ -84,12 +107,15 @@ class DMSNet(nn.Module):
     stem_stride: int = 0
     norm: str = "batch"
     landmark_init: float = 0.5
+    pool: str = "mean"
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
         if not self.stages and self.size not in SIZES:
             raise ValueError(f"DMS size '{self.size}' is unknown; choose one of {', '.join(SIZES)} or give stages")
         check_norm(self.norm)
+        if self.pool not in POOLS:
+            raise ValueError(f"DMS pool '{self.pool}' is unknown; choose one of {', '.join(POOLS)}")
         super().__post_init__()
 
     def table(self) -> tuple[int, int, tuple]:
@@ -119,7 +145,7 @@ class DMSNet(nn.Module):
         if missing:
             raise ValueError(f"DMS block table reaches strides {sorted(feats)}; it needs blocks at strides "
                              f"{FEATURE_STRIDES} (missing {missing})")
-        pooled = jnp.concatenate([jnp.mean(feats[s], axis=(1, 2)) for s in FEATURE_STRIDES], axis=-1)
+        pooled = jnp.concatenate([pool_features(feats[s], self.pool) for s in FEATURE_STRIDES], axis=-1)
         out = nn.Dense(OUTPUT_SIZE, dtype=self.dtype, bias_init=self._head_bias_init, name="head")(pooled)
         out = out.astype(jnp.float32)
         if features:
