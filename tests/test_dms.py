@@ -64,6 +64,70 @@ def test_soft_argmax_pooling_reads_where_a_channel_fires():
         dms.DMSNet(size="tiny", pool="max")
 
 
+def test_sample_at_points_is_bilinear_interpolation_with_zeros_beyond_the_border():
+    """Against scipy's order-1 `map_coordinates` at random points between the outer cell centres; half a cell
+    outside the first column's centre the tent weights give half the border cell (zero padding); the gradient
+    with respect to the points is the map's slope."""
+    from scipy import ndimage
+    rng = np.random.default_rng(0)
+    feature_map = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    points = rng.uniform([0.5 / 5, 0.5 / 3], [4.5 / 5, 2.5 / 3], (2, 6, 2)).astype(np.float32)
+    sampled = np.asarray(dms.sample_at_points(jnp.asarray(feature_map), jnp.asarray(points)))
+    rows, cols = points[..., 1] * 3 - 0.5, points[..., 0] * 5 - 0.5
+    expected = np.stack([np.stack([ndimage.map_coordinates(feature_map[b, :, :, c], [rows[b], cols[b]], order=1)
+                                   for c in range(4)], -1) for b in range(2)])
+    np.testing.assert_allclose(sampled, expected, rtol=1e-5, atol=1e-6)
+    edge = dms.sample_at_points(jnp.asarray(feature_map), jnp.asarray([[[0.0, 0.5 / 3]]] * 2, jnp.float32))
+    np.testing.assert_allclose(edge[:, 0], 0.5 * feature_map[:, 0, 0], rtol=1e-6)
+    # The points get gradients: on the map 10 r + c the value grows by 5 per crop unit in x (5 cells) and by
+    # 30 in y (3 rows of 10).
+    ramp = jnp.asarray(10 * np.arange(3)[:, None] + np.arange(5)[None, :], jnp.float32)[None, :, :, None]
+    slope = jax.grad(lambda p: dms.sample_at_points(ramp, p).sum())(jnp.asarray([[[0.43, 0.51]]]))
+    np.testing.assert_allclose(slope, [[[5.0, 30.0]]], rtol=1e-5)
+
+
+def test_landmark_refinement_adds_a_per_landmark_offset_read_where_the_head_points():
+    """With `refine=(2, 4)` the stride-2 and stride-4 maps are sampled at the head's landmarks and each landmark
+    adds its own linear map of the samples (in stride-2 cells). A zero kernel leaves the thesis head's output;
+    only the landmarks move."""
+    from scipy import ndimage
+    x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
+    plain, refined = dms.DMSNet(size="tiny"), dms.DMSNet(size="tiny", refine=(2, 4))
+    variables = refined.init(jax.random.PRNGKey(0), x, train=False)
+    kernel = variables["params"]["refine_kernel"]
+    assert kernel.shape == (98, 16 + 16, 2) and not np.any(kernel)
+    head_only = {k: v for k, v in variables["params"].items() if k != "refine_kernel"}
+    head = plain.apply({**variables, "params": head_only}, x, train=False)
+    np.testing.assert_array_equal(refined.apply(variables, x, train=False), head)
+
+    kernel = np.random.default_rng(2).normal(0, 0.1, kernel.shape).astype(np.float32)
+    variables = {**variables, "params": {**variables["params"], "refine_kernel": kernel}}
+    out, state = refined.apply(variables, x, train=False,
+                               capture_intermediates=lambda module, _: module.name in ("block4", "block5"))
+    maps = [np.asarray(state["intermediates"][name]["__call__"][0]) for name in ("block4", "block5")]  # 16x16, 8x8
+    points = np.asarray(dms.split_outputs(head)["landmarks"])
+    local = np.concatenate([np.stack([np.stack([ndimage.map_coordinates(
+        m[b, :, :, c], [points[b, :, 1] * m.shape[1] - 0.5, points[b, :, 0] * m.shape[2] - 0.5], order=1,
+        mode="grid-constant") for c in range(m.shape[-1])], -1) for b in range(2)]) for m in maps], -1)
+    expected = points + np.einsum("bkc,kcd->bkd", local, kernel) / 16
+    np.testing.assert_allclose(dms.split_outputs(out)["landmarks"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[:, 196:], head[:, 196:])
+
+    # The sampling positions stay in the graph: moving the head's bias for point 0's x moves the refined point by
+    # 1 plus the offset's slope there, which autodiff and a central difference agree on.
+    def refined_x0(bias0):
+        params = variables["params"]
+        bias = params["head"]["bias"].at[0].set(bias0)
+        moved = {**variables, "params": {**params, "head": {**params["head"], "bias": bias}}}
+        return refined.apply(moved, x, train=False)[:, 0].sum()
+    bias0 = variables["params"]["head"]["bias"][0]
+    slope = float(jax.grad(refined_x0)(bias0))
+    central = float(refined_x0(bias0 + 1e-3) - refined_x0(bias0 - 1e-3)) / 2e-3
+    assert abs(slope - 2.0) > 1e-3 and slope == pytest.approx(central, rel=1e-2)
+    with pytest.raises(ValueError, match=r"missing \[32\]"):
+        dms.DMSNet(size="tiny", refine=(32,)).init(jax.random.PRNGKey(0), x, train=False)
+
+
 def test_features_at_strides_4_8_16_and_output_vector():
     model = models.create("dms_tiny")
     x = jnp.zeros((2, 160, 160, 3))
@@ -193,13 +257,15 @@ def test_swa_averaging_link_keeps_the_mean_of_the_snapshots():
         swa.averaged_params(optax.sgd(0.1).init(params))
 
 
-@pytest.mark.parametrize("pool", ["mean", "soft_argmax"])
-def test_dynamic_batch_export_slices_the_output_vector(pool):
+@pytest.mark.parametrize("options", [dict(pool="mean"), dict(pool="soft_argmax"),
+                                     dict(pool="soft_argmax", refine=(2, 4))])
+def test_dynamic_batch_export_slices_the_output_vector(options):
     """With a symbolic batch, indexing the output vector must stay a Slice (jnp indexing would trace a gather
-    the converter refuses); batch 1 and 3 through one graph match JAX, with either pooling."""
+    the converter refuses); batch 1 and 3 through one graph match JAX, with either pooling and with the
+    landmark refinement (its sampling is arithmetic and matrix products, no gather)."""
     import onnxruntime as ort
     from jaxvision.export import exporter
-    exportable = exporter.from_registry("dms_tiny", 48, 48, pool=pool)
+    exportable = exporter.from_registry("dms_tiny", 48, 48, **options)
     model = exporter.build_onnx(exportable, dynamic_batch=True, layout="nhwc")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch in (1, 3):

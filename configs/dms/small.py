@@ -22,8 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.task = "dms"
     # landmark_init: the landmark biases of the head start at the crop centre (0 starts them at the corner).
     # pool: how the head pools the stride-4/8/16 maps: "mean" (the thesis) | "soft_argmax" (small_cpu.py).
+    # refine: strides of the maps a landmark refinement step samples (none: the thesis' head alone).
     config.model = ml_collections.ConfigDict(dict(name="dms", size="small", norm="batch", landmark_init=0.5,
-                                                  pool="mean"))
+                                                  pool="mean", refine=()))
 
     config.data = ml_collections.ConfigDict(dict(
         name="synthetic_faces",   # synthetic_faces | lapa

@@ -15,6 +15,11 @@ so the stage before B1 runs at stride 2.
 `pool="soft_argmax"` (not the thesis') adds to each channel's average where on the map it fires (its expected
 position under a spatial softmax), which a single dense layer can turn into landmark coordinates far more
 easily than averages alone; the 20-minute CPU configuration uses it (BENCHMARKS.md).
+
+`refine=(2, 4)` (not the thesis' either) adds a landmark refinement step: the stride-2 and stride-4 maps are
+sampled bilinearly where the head put each landmark (`sample_at_points`), and each landmark adds its own linear
+map of the samples as an offset. The sampling positions are not detached from the graph: the loss also reaches the
+head's estimate through the maps' slope there, which trained far better than a detached estimate (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -70,6 +75,20 @@ def decode(vector: jnp.ndarray) -> dict[str, jnp.ndarray]:
     return outputs
 
 
+def sample_at_points(feature_map: jnp.ndarray, points: jnp.ndarray) -> jnp.ndarray:
+    """Bilinear samples [B, K, C] of `feature_map` [B, H, W, C] at `points` [B, K, 2] (x, y in crop units, pixel
+    (c, r) centred at ((c + 0.5) / W, (r + 0.5) / H)); zero beyond the border cells. Written as tent weights and
+    a matrix product (no gather), so it exports to ONNX as plain arithmetic."""
+    _, height, width, _ = feature_map.shape
+
+    def tent(coord, size):                          # [B, K] -> [B, K, size] interpolation weights
+        cells = jnp.arange(size, dtype=feature_map.dtype)
+        return jax.nn.relu(1 - jnp.abs(coord[..., None] * size - 0.5 - cells))
+
+    along_x = jnp.einsum("bkw,bhwc->bkhc", tent(points[..., 0], width), feature_map)
+    return jnp.einsum("bkh,bkhc->bkc", tent(points[..., 1], height), along_x)
+
+
 def pool_features(feature_map: jnp.ndarray, pool: str = "mean") -> jnp.ndarray:
     """[B, H, W, C] -> [B, C], the global average (`pool="mean"`, the thesis'), or [B, 3C] (`"soft_argmax"`):
     that average, then each channel's expected pixel-centre x and then y (in [-1, 1] across the map) under its
@@ -97,7 +116,8 @@ class DMSNet(nn.Module):
     `size` picks a block table of `SIZES`; `stages` (tuples (t, c, n, s)), `stem_channels` and `stem_stride`
     given explicitly replace it. The head's landmark biases start at `landmark_init` (0.5: every point at the
     crop centre, where the RoI puts the face) rather than at the corner 0. `pool` is how the B1-B3 maps are pooled
-    for the head (`pool_features`). With `features=True` the call also returns {4, 8, 16} -> the pooled-from
+    for the head (`pool_features`). `refine` lists the strides of the maps the landmark refinement samples
+    (none: the thesis' head alone). With `features=True` the call also returns {4, 8, 16} -> the pooled-from
     feature maps (for saliency maps).
     """
 
@@ -108,6 +128,7 @@ class DMSNet(nn.Module):
     norm: str = "batch"
     landmark_init: float = 0.5
     pool: str = "mean"
+    refine: Sequence[int] = ()
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
@@ -128,6 +149,18 @@ class DMSNet(nn.Module):
         del key
         return jnp.zeros(shape, dtype).at[:OUTPUT_LAYOUT[0][1]].set(self.landmark_init)
 
+    def _refine_landmarks(self, out: jnp.ndarray, maps: list[jnp.ndarray]) -> jnp.ndarray:
+        """Adds to the head's landmarks an offset read, per landmark, off the `refine` maps sampled where the
+        head put it: each landmark has its own linear map from the sampled features to (dx, dy) in cells of the
+        finest map."""
+        count = OUTPUT_LAYOUT[0][1] // 2
+        coarse = jax.lax.slice_in_dim(out, 0, 2 * count, axis=-1).reshape(-1, count, 2)
+        local = jnp.concatenate([sample_at_points(m, coarse) for m in maps], axis=-1)
+        weight = self.param("refine_kernel", nn.initializers.zeros, (count, local.shape[-1], 2), self.dtype)
+        offset = jnp.einsum("bkc,kcd->bkd", local, weight) / maps[0].shape[2]
+        rest = jax.lax.slice_in_dim(out, 2 * count, out.shape[-1], axis=-1)
+        return jnp.concatenate([(coarse + offset).reshape(-1, 2 * count), rest], axis=-1)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool, features: bool = False):
         stem_channels, stride, stages = self.table()
@@ -141,12 +174,14 @@ class DMSNet(nn.Module):
                 x = InvertedResidual(c, t, block_stride, name=f"block{index}", **kw)(x, train)
                 index += 1
             feats[stride] = x
-        missing = [s for s in FEATURE_STRIDES if s not in feats]
+        missing = [s for s in (*FEATURE_STRIDES, *self.refine) if s not in feats]
         if missing:
             raise ValueError(f"DMS block table reaches strides {sorted(feats)}; it needs blocks at strides "
-                             f"{FEATURE_STRIDES} (missing {missing})")
+                             f"{sorted({*FEATURE_STRIDES, *self.refine})} (missing {missing})")
         pooled = jnp.concatenate([pool_features(feats[s], self.pool) for s in FEATURE_STRIDES], axis=-1)
         out = nn.Dense(OUTPUT_SIZE, dtype=self.dtype, bias_init=self._head_bias_init, name="head")(pooled)
+        if self.refine:
+            out = self._refine_landmarks(out, [feats[s] for s in self.refine])
         out = out.astype(jnp.float32)
         if features:
             return out, {s: feats[s] for s in FEATURE_STRIDES}
