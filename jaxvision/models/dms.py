@@ -152,7 +152,7 @@ class DMSNet(nn.Module):
     def _refine_landmarks(self, out: jnp.ndarray, maps: list[jnp.ndarray]) -> jnp.ndarray:
         """Adds to the head's landmarks an offset read, per landmark, off the `refine` maps sampled where the
         head put it: each landmark has its own linear map from the sampled features to (dx, dy) in cells of the
-        finest map."""
+        first `refine` map."""
         count = OUTPUT_LAYOUT[0][1] // 2
         coarse = jax.lax.slice_in_dim(out, 0, 2 * count, axis=-1).reshape(-1, count, 2)
         local = jnp.concatenate([sample_at_points(m, coarse) for m in maps], axis=-1)
